@@ -1,0 +1,201 @@
+"""Start a CLIP4STR model from pre-trained CLIP weights (what the original does before fine-tuning).
+
+Sources:
+- an open_clip model name + pretrained tag (`open_clip.create_model`; downloads unless cached) or a `model_cfg`;
+- a local CLIP file: an OpenAI TorchScript `.pt`, an `{'model': state_dict}` file (the original's `clip_init.pt`
+  layout), an open_clip state dict (`.bin` / `.pt`) or `.safetensors`;
+- a transformers CLIP checkpoint folder (`CLIPModel.from_pretrained`).
+
+The original builds CLIP in fp16 and then loads the weights, so the Linear/conv/attention weights and both
+projections are rounded to fp16 even from a float32 file; `round_like_original=True` (default) reproduces that.
+The decoders keep their fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_clip4str import CLIP4STRConfig, build_preset_kwargs
+from .modeling_clip4str import CLIP4STRForTextRecognition
+from .weight_conversion import LoadReport, clip_dims_from_state_dict, convert_clip_state_dict, load_converted
+
+logger = logging.getLogger(__name__)
+
+CLIP_PREFIXES = ("vision_model.", "visual_projection.", "text_model.", "text_projection.", "logit_scale")
+
+_FP16_ROUNDED_SUFFIXES = (
+    "attn.in_proj_weight",
+    "attn.in_proj_bias",
+    "attn.out_proj.weight",
+    "attn.out_proj.bias",
+    "mlp.c_fc.weight",
+    "mlp.c_fc.bias",
+    "mlp.c_proj.weight",
+    "mlp.c_proj.bias",
+)
+_FP16_ROUNDED_KEYS = ("visual.conv1.weight", "visual.proj", "text_projection")
+
+
+def round_like_original(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Round the tensors the original stores in fp16 (conv1, Linear and attention weights, projections)."""
+    rounded = {}
+    for key, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and (
+            key in _FP16_ROUNDED_KEYS or key.endswith(_FP16_ROUNDED_SUFFIXES)
+        ):
+            tensor = tensor.half()
+        rounded[key] = tensor
+    return rounded
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A CLIP state dict in OpenAI key layout from a local file, without unpickling arbitrary objects.
+
+    OpenAI's `.pt` files are TorchScript archives: `torch.jit.load` reads them with TorchScript's own
+    deserializer, which only rebuilds TorchScript types and tensors (no Python globals are imported), then we keep
+    `.state_dict()`. Everything else goes through `torch.load(weights_only=True)` or safetensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP weights {path} do not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if _is_torchscript_archive(path):
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} could not be read with torch.load(weights_only=True) ({error}); expected an OpenAI/open_clip "
+            "CLIP state dict, a TorchScript .pt or a .safetensors file."
+        ) from error
+    if isinstance(loaded, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if wrapper in loaded and isinstance(loaded[wrapper], Mapping):
+                loaded = loaded[wrapper]
+                break
+    if not isinstance(loaded, Mapping) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in loaded}:
+        raise ValueError(f"{path} does not hold an OpenAI/open_clip ViT CLIP state dict (no 'visual.conv1.weight').")
+    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def config_from_clip_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> CLIP4STRConfig:
+    """A CLIP4STR config whose towers fit this CLIP (heads = width // 64, as the original) and default decoders."""
+    dims = clip_dims_from_state_dict(state_dict)
+    return CLIP4STRConfig(**{**build_preset_kwargs(**dims), **overrides})
+
+
+def load_clip_weights(
+    model: CLIP4STRForTextRecognition,
+    state_dict: Mapping[str, torch.Tensor],
+    round_fp16: bool = True,
+    source: str = "CLIP weights",
+) -> LoadReport:
+    """Copy an OpenAI-layout CLIP state dict into the model's towers; raises when any tower tensor is missing/off."""
+    if round_fp16:
+        state_dict = round_like_original(state_dict)
+    converted, unexpected = convert_clip_state_dict(state_dict)
+    report = load_converted(model, converted, unexpected, only_prefixes=CLIP_PREFIXES)
+    report.raise_if_bad(source)
+    return report
+
+
+def clip4str_from_clip_file(
+    path: str | Path, round_fp16: bool = True, **config_overrides: Any
+) -> CLIP4STRForTextRecognition:
+    """CLIP4STR initialised from a local CLIP file (TorchScript `.pt`, `{'model': sd}`, open_clip state dict)."""
+    state_dict = load_clip_state_dict(path)
+    model = CLIP4STRForTextRecognition(config_from_clip_state_dict(state_dict, **config_overrides))
+    load_clip_weights(model, state_dict, round_fp16=round_fp16, source=str(path))
+    return model
+
+
+def clip4str_from_open_clip(
+    model_name: str,
+    pretrained: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
+    round_fp16: bool = True,
+    **config_overrides: Any,
+) -> CLIP4STRForTextRecognition:
+    """CLIP4STR initialised from `open_clip.create_model(model_name, pretrained)` (a registered name, or a custom
+    architecture passed as `model_cfg` and registered under `model_name`). Only open_clip's standard `CLIP`
+    class (OpenAI key layout) is supported; the towers always run QuickGELU as in the original."""
+    import open_clip
+
+    if model_cfg is not None:
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            cfg_path = Path(folder) / f"{model_name}.json"
+            cfg_path.write_text(json.dumps(model_cfg))
+            open_clip.add_model_config(cfg_path)  # registers the architecture under `model_name`
+    clip_model = open_clip.create_model(model_name, pretrained=pretrained, device="cpu")
+    state_dict = {k: v for k, v in clip_model.state_dict().items() if k != "attn_mask"}
+    if "visual.conv1.weight" not in state_dict or "token_embedding.weight" not in state_dict:
+        raise ValueError(
+            f"open_clip model {model_name!r} is not a ViT CLIP in the OpenAI layout (custom text towers / timm "
+            "image towers are not supported by CLIP4STR)."
+        )
+    model = CLIP4STRForTextRecognition(config_from_clip_state_dict(state_dict, **config_overrides))
+    load_clip_weights(model, state_dict, round_fp16=round_fp16, source=f"open_clip {model_name}/{pretrained}")
+    return model
+
+
+def clip4str_from_transformers_clip(
+    path: str | Path, round_fp16: bool = True, **config_overrides: Any
+) -> CLIP4STRForTextRecognition:
+    """CLIP4STR initialised from a transformers `CLIPModel` folder: its tower/projection names are ours already."""
+    from transformers import CLIPModel
+
+    clip_model = CLIPModel.from_pretrained(str(path))
+    clip_config = clip_model.config
+    vision, text = clip_config.vision_config, clip_config.text_config
+    kwargs = build_preset_kwargs(
+        embed_dim=clip_config.projection_dim,
+        vision_width=vision.hidden_size,
+        vision_layers=vision.num_hidden_layers,
+        patch_size=vision.patch_size,
+        image_size=vision.image_size,
+        text_width=text.hidden_size,
+        text_layers=text.num_hidden_layers,
+        vocab_size=text.vocab_size,
+        context_length_weights=text.max_position_embeddings,
+    )
+    model = CLIP4STRForTextRecognition(CLIP4STRConfig(**{**kwargs, **config_overrides}))
+    state_dict = {k: v for k, v in clip_model.state_dict().items() if k.startswith(CLIP_PREFIXES)}
+    if round_fp16:
+        rounded_parts = ("patch_embedding", "self_attn.", "mlp.", "visual_projection", "text_projection")
+        state_dict = {
+            k: (v.half() if v.is_floating_point() and any(p in k for p in rounded_parts) else v)
+            for k, v in state_dict.items()
+        }
+    report = load_converted(model, state_dict, only_prefixes=CLIP_PREFIXES)
+    report.raise_if_bad(str(path))
+    return model
+
+
+__all__ = [
+    "clip4str_from_clip_file",
+    "clip4str_from_open_clip",
+    "clip4str_from_transformers_clip",
+    "config_from_clip_state_dict",
+    "load_clip_state_dict",
+    "load_clip_weights",
+    "round_like_original",
+]

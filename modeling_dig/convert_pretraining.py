@@ -1,0 +1,307 @@
+"""Original DiG pre-training checkpoints (`MoCo_ViT`, `checkpoint-<epoch>.pth`) -> `DiGForPreTraining` folders,
+and initialisation of a recognizer from a pre-training folder the way the original fine-tuning does it.
+
+The CLI (`python -m modeling_dig.convert_original_checkpoint`) dispatches here when the state dict has
+`momentum_encoder.*` keys. Sizes are read off the tensors; only what tensors cannot tell (head count,
+image size, loss settings) comes from the checkpoint's `args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_dig_pretraining import PRETRAINING_ENCODER_DEFAULTS, DiGPreTrainingConfig
+
+logger = logging.getLogger(__name__)
+
+# Original module prefix -> ours. Every original key must match exactly one row (no silent drops).
+ORIGINAL_TO_HF_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("momentum_encoder.", "momentum_encoder."),
+    ("encoder_projection_layer.", "projector."),
+    ("momentum_projection_layer.", "momentum_projector."),
+    ("pix_projector_m.", "momentum_pix_projector."),
+    ("pix_projector.", "pix_projector."),
+    ("pix_decoder.", "pix_decoder."),
+    ("predictor.", "predictor."),
+    ("encoder.", "encoder."),
+)
+
+# Head counts of the released sizes (tensors cannot tell them): head dim 64 everywhere.
+_HEADS_BY_MODEL_NAME = {"tiny": 3, "small": 6, "base": 8}
+
+# What the recognizer takes from a pre-training checkpoint (original fine-tuning: `--finetune` loads these by
+# name; encoder.norm, bridge and decoder start fresh).
+RECOGNIZER_KEYS_FROM_PRETRAINING = re.compile(r"^encoder\.(mask_token|patch_embed\..*|blocks\..*)$")
+
+
+def is_pretraining_state_dict(state_dict: dict[str, Any]) -> bool:
+    """True for a `MoCo_ViT` pre-training state dict (the dispatch rule of the converter CLI)."""
+    return any(key.startswith("momentum_encoder.") for key in state_dict)
+
+
+def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` with only `argparse.Namespace` allow-listed (the original saves its args)."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ValueError(
+            f"{path}: not an original DiG checkpoint (expected a dict with a 'model' state dict, got "
+            f"{type(checkpoint).__name__} with keys {sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else '-'})"
+        )
+    return checkpoint
+
+
+def rename_pretraining_key(key: str) -> str:
+    for old, new in ORIGINAL_TO_HF_PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old) :]
+    raise KeyError(
+        f"unexpected key {key!r} in a DiG pre-training checkpoint: expected prefixes "
+        f"{[old for old, _ in ORIGINAL_TO_HF_PREFIXES]} (is this a `pretrain_simmim_moco_ori_*` checkpoint "
+        "with --patchnet_name no_patchtrans?)"
+    )
+
+
+def convert_pretraining_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Renames every original key; raises on keys it does not know."""
+    return {rename_pretraining_key(key): tensor for key, tensor in state_dict.items()}
+
+
+def _require(state_dict: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    if key not in state_dict:
+        raise KeyError(f"DiG pre-training checkpoint lacks {key!r}: it is needed to infer the model size")
+    return state_dict[key]
+
+
+def config_from_original(
+    state_dict: dict[str, torch.Tensor], args: argparse.Namespace | dict | None, num_attention_heads: int | None = None
+) -> DiGPreTrainingConfig:
+    """Sizes from tensor shapes; heads, image size and recipe settings from `args` (or documented defaults)."""
+    args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    patch_weight = _require(state_dict, "encoder.patch_embed.proj.weight")
+    hidden, channels, patch_size = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[2]
+    depth = len({int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.blocks\.(\d+)\.", key))})
+    if depth == 0:
+        raise KeyError("DiG pre-training checkpoint has no encoder.blocks.*: not a ViT encoder")
+    if any(key.startswith("encoder.norm.") for key in state_dict):
+        raise ValueError("DiG pre-training checkpoint has encoder.norm.*: the pre-training encoder has no final norm")
+    if num_attention_heads is None:
+        model_name = str(args.get("model", ""))
+        size = next((s for s in _HEADS_BY_MODEL_NAME if f"_{s}_" in model_name), None)
+        if size is not None:
+            num_attention_heads = _HEADS_BY_MODEL_NAME[size]
+        else:
+            num_attention_heads = max(1, hidden // 64)
+            logger.warning(
+                "model name %r does not say tiny/small/base: assuming head dim 64 -> %d heads (pass "
+                "num_attention_heads= to override)", model_name, num_attention_heads,
+            )
+    if args.get("patchnet_name", "no_patchtrans") != "no_patchtrans":
+        raise ValueError(
+            f"patchnet_name={args['patchnet_name']!r} is not supported: only the released 'no_patchtrans' "
+            "window pooling is implemented"
+        )
+    if not args.get("only_mim_on_ori_img", True):
+        logger.warning("checkpoint was trained without --only_mim_on_ori_img; DiGForPreTraining reconstructs view 0 only")
+    encoder = {
+        **PRETRAINING_ENCODER_DEFAULTS,
+        "image_size": (int(args.get("input_h", 32)), int(args.get("input_w", 128))),
+        "patch_size": int(patch_size),
+        "num_channels": int(channels),
+        "hidden_size": int(hidden),
+        "num_hidden_layers": depth,
+        "num_attention_heads": int(num_attention_heads),
+        "intermediate_size": int(_require(state_dict, "encoder.blocks.0.mlp.fc1.weight").shape[0]),
+        "qkv_bias": "encoder.blocks.0.attn.q_bias" in state_dict,
+        "drop_path_rate": float(args.get("drop_path", 0.0)),
+    }
+    projector_keys = sorted(
+        (int(m.group(1)), key)
+        for key in state_dict
+        if (m := re.match(r"encoder_projection_layer\.(\d+)\.weight$", key)) and state_dict[key].dim() == 2
+    )
+    config = DiGPreTrainingConfig(
+        encoder=encoder,
+        mask_ratio=float(args.get("mask_ratio", 0.7)),
+        num_windows=int(args.get("num_windows", 4)),
+        moco_dim=int(state_dict[projector_keys[-1][1]].shape[0]),
+        moco_mlp_dim=int(_require(state_dict, "encoder_projection_layer.0.weight").shape[0]),
+        pix_projector_hidden_size=int(_require(state_dict, "pix_projector.0.weight").shape[0]),
+        mim_head_hidden_size=int(_require(state_dict, "pix_decoder.0.weight").shape[0]),
+        temperature=float(args.get("moco_t", 0.2)),
+        momentum=float(args.get("moco_m", 0.99)),
+        loss_weight_pixel=float(args.get("loss_weight_pixel", 1.0)),
+        loss_weight_contrast=float(args.get("loss_weight_contrast", 0.1)),
+        normalize_mim_target=bool(args.get("normlize_target", False)),
+    )
+    if _require(state_dict, "pix_decoder.4.weight").shape[0] != config.patch_dim:
+        raise ValueError(
+            f"pix_decoder predicts {state_dict['pix_decoder.4.weight'].shape[0]} values per patch, expected "
+            f"patch_size^2 * channels = {config.patch_dim}"
+        )
+    return config
+
+
+def convert_pretraining_checkpoint(
+    state_dict: dict[str, torch.Tensor],
+    args_namespace: argparse.Namespace | dict | None,
+    output_dir: str | os.PathLike | None,
+    num_attention_heads: int | None = None,
+):
+    """Builds a `DiGForPreTraining` from an original state dict (strict: every tensor placed, none missing) and,
+    when `output_dir` is given, saves it there as a safetensors folder. Returns the model."""
+    from .modeling_dig_pretraining import DiGForPreTraining
+
+    config = config_from_original(state_dict, args_namespace, num_attention_heads)
+    converted = convert_pretraining_state_dict(state_dict)
+    model = DiGForPreTraining(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"DiG pre-training conversion: missing {missing[:10]} ... unexpected {unexpected[:10]}")
+    for key, tensor in converted.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(expected[key].shape)}")
+    model.load_state_dict(converted, strict=True)
+    model.eval()
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+        logger.info("saved DiGForPreTraining (%d tensors) to %s", len(converted), output_dir)
+    return model
+
+
+@dataclass
+class EncoderInitReport:
+    """Which recognizer tensors came from the pre-training checkpoint and which start fresh."""
+
+    loaded: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def recognizer_state_from_pretraining(
+    pretraining_state: dict[str, torch.Tensor], recognizer_state: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], EncoderInitReport]:
+    """Picks `encoder.{mask_token, patch_embed.*, blocks.*}` (our names or the original's, which coincide) and
+    checks their shapes against the recognizer. Returns (tensors to load, report)."""
+    report = EncoderInitReport()
+    selected: dict[str, torch.Tensor] = {}
+    for key, tensor in pretraining_state.items():
+        if RECOGNIZER_KEYS_FROM_PRETRAINING.match(key) and key in recognizer_state:
+            if tuple(tensor.shape) != tuple(recognizer_state[key].shape):
+                raise ValueError(
+                    f"{key}: pre-training shape {tuple(tensor.shape)} != recognizer shape "
+                    f"{tuple(recognizer_state[key].shape)}; build the recognizer with the pre-training encoder sizes"
+                )
+            selected[key] = tensor
+        else:
+            report.ignored.append(key)
+    report.loaded = sorted(selected)
+    report.fresh = sorted(set(recognizer_state) - set(selected))
+    return selected, report
+
+
+def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingConfig, dict[str, torch.Tensor]]:
+    """(config, state dict in our names) of a DiGForPreTraining model, saved folder or original `.pth` file."""
+    from .modeling_dig_pretraining import DiGForPreTraining
+
+    if isinstance(source, DiGForPreTraining):
+        return source.config, source.state_dict()
+    if isinstance(source, _StateSource):
+        return source.config, source.state
+    path = Path(source)
+    if path.is_file():
+        checkpoint = load_original_checkpoint(path)
+        if not is_pretraining_state_dict(checkpoint["model"]):
+            raise ValueError(f"{path}: not a DiG pre-training checkpoint (no momentum_encoder.* keys)")
+        return config_from_original(checkpoint["model"], checkpoint.get("args")), convert_pretraining_state_dict(
+            checkpoint["model"]
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: expected a DiGForPreTraining folder (config.json + safetensors) or a .pth file")
+    config = DiGPreTrainingConfig.from_pretrained(path)
+    if config.model_type != DiGPreTrainingConfig.model_type:
+        raise ValueError(f"{path} holds a {config.model_type!r} model, not a DiG pre-training model")
+    from safetensors.torch import load_file
+
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} has no model*.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    return config, state
+
+
+def load_pretrained_encoder(model: torch.nn.Module, source: str | os.PathLike | Any) -> EncoderInitReport:
+    """Fill a recognizer's `encoder.{mask_token, patch_embed, blocks}` from a pre-training source (folder, original
+    `.pth`, or model), as the original `--finetune`; everything else keeps its fresh initialisation. Logged."""
+    _, state = _pretraining_state(source)
+    selected, report = recognizer_state_from_pretraining(state, model.state_dict())
+    if not report.loaded:
+        raise ValueError(f"{source}: no encoder tensor matches the recognizer's names (encoder.blocks.*, ...)")
+    incompatible = model.load_state_dict(selected, strict=False)
+    if incompatible.unexpected_keys:
+        raise ValueError(f"unexpected keys while initialising the recognizer: {incompatible.unexpected_keys}")
+    logger.info("initialised %d recognizer tensors from %s: %s", len(report.loaded), source, report.loaded)
+    logger.info("%d recognizer tensors start fresh: %s", len(report.fresh), report.fresh)
+    return report
+
+
+def init_recognizer_from_pretraining(
+    source: str | os.PathLike | Any, recognizer_config: Any | None = None, model_class: type | None = None
+):
+    """A new `DiGForTextRecognition` whose encoder comes from a pre-training source (see `load_pretrained_encoder`).
+
+    `recognizer_config` defaults to the "vit-small" recognizer with the pre-training encoder's sizes and the
+    fine-tuning dropout (0.1 / 0.1 / drop path 0.1) and final norm. Returns `(model, EncoderInitReport)`.
+    """
+    if model_class is None:
+        from .modeling_dig import DiGForTextRecognition as model_class  # noqa: N813
+    from .configuration_dig import DiGConfig
+
+    pretraining_config, state = _pretraining_state(source)
+    if recognizer_config is None:
+        encoder = pretraining_config.encoder.to_dict()
+        for key in ("model_type", "transformers_version", "architectures", "output_hidden_states", "return_dict",
+                    "dtype", "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "problem_type"):
+            encoder.pop(key, None)
+        encoder.update(use_final_norm=True, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, drop_path_rate=0.1)
+        recognizer_config = DiGConfig.from_preset("vit-small", encoder=encoder)
+    model = model_class(recognizer_config)
+    pretraining_model_like = _StateSource(pretraining_config, state)
+    report = load_pretrained_encoder(model, pretraining_model_like)
+    return model, report
+
+
+class _StateSource:
+    """An already-read (config, state) pair passed back through `load_pretrained_encoder`."""
+
+    def __init__(self, config: DiGPreTrainingConfig, state: dict[str, torch.Tensor]) -> None:
+        self.config, self.state = config, state
+
+    def __str__(self) -> str:
+        return "pre-training state"
+
+
+__all__ = [
+    "EncoderInitReport",
+    "ORIGINAL_TO_HF_PREFIXES",
+    "config_from_original",
+    "convert_pretraining_checkpoint",
+    "convert_pretraining_state_dict",
+    "init_recognizer_from_pretraining",
+    "is_pretraining_state_dict",
+    "load_pretrained_encoder",
+    "load_original_checkpoint",
+    "recognizer_state_from_pretraining",
+]

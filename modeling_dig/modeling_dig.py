@@ -1,0 +1,761 @@
+"""DiG text recognizer: ViT encoder -> `linear_norm` bridge -> MMOCR-style transformer decoder.
+
+Faithful to ayumiymk/DiG (numerics checked against golden fixtures of the original), expressed with the
+transformers building blocks: attention through `ALL_ATTENTION_FUNCTIONS`, `GradientCheckpointingLayer` blocks,
+an `EncoderDecoderCache` (self-attention `DynamicCache` + cross-attention projections computed once) and
+decoding by `GenerationMixin.generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_dig import DiGConfig, DiGDecoderConfig, DiGEncoderConfig
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fixed sinusoid tables. Both recipes are reproduced exactly because the fixtures compare them bit for bit.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def encoder_sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """ViT position table [1, N, dim]: computed in float64 (as the original numpy code) then cast to float32."""
+    exponents = [2 * (j // 2) / dim for j in range(dim)]
+    inv = np.array([np.power(10000, e) for e in exponents], dtype=np.float64)
+    table = np.array([[pos / inv[j] for j in range(dim)] for pos in range(num_positions)], dtype=np.float64)
+    table[:, 0::2] = np.sin(table[:, 0::2])
+    table[:, 1::2] = np.cos(table[:, 1::2])
+    return torch.from_numpy(table).to(torch.float32).unsqueeze(0)
+
+
+def decoder_sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Decoder position table [1, n_position, dim]: float64 frequencies cast to float32, then float32 products
+    and sin/cos (the original `PositionalEncoding` recipe; a float64 table differs by up to 1.2e-5)."""
+    inv_freq = torch.tensor(
+        [1.0 / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)], dtype=torch.float32, device="cpu"
+    )
+    table = torch.arange(num_positions, device="cpu").unsqueeze(-1).float() * inv_freq.view(1, -1)
+    table[:, 0::2] = torch.sin(table[:, 0::2])
+    table[:, 1::2] = torch.cos(table[:, 1::2])
+    return table.unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention. `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D]."""
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attn_weights = attn_weights.masked_fill(~attention_mask, float("-inf"))
+        else:
+            attn_weights = attn_weights + attention_mask
+    attn_weights = attn_weights.softmax(dim=-1)
+    probs = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (the residual branch is dropped for a whole image)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DiGDropPath(nn.Module):
+    def __init__(self, drop_prob: float) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder (reused by DiG pre-training: keep names and signature stable)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class DiGPatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens in row-major order (token = row * grid_width + col)."""
+
+    def __init__(self, config: DiGEncoderConfig) -> None:
+        super().__init__()
+        self.image_size = tuple(config.image_size)
+        self.proj = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        height, width = pixel_values.shape[-2:]
+        if (height, width) != self.image_size:
+            raise ValueError(
+                f"DiG expects images of size {self.image_size} (height, width), got ({height}, {width}): resize "
+                "them with the DiG image processor."
+            )
+        return self.proj(pixel_values).flatten(2).transpose(1, 2)
+
+
+class DiGViTAttention(nn.Module):
+    """BEiT-style self-attention: one bias-free `qkv` Linear whose bias is `cat(q_bias, 0, v_bias)`."""
+
+    def __init__(self, config: DiGEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        if config.qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(config.hidden_size))
+            self.v_bias = nn.Parameter(torch.zeros(config.hidden_size))
+        else:
+            self.q_bias = None
+            self.v_bias = None
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(hidden_states, self.qkv.weight, bias)
+        qkv = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            is_causal=False,
+            **kwargs,
+        )
+        attn_output = self.proj_drop(self.proj(attn_output.reshape(batch, length, -1)))
+        return attn_output, attn_weights
+
+
+class DiGViTMLP(nn.Module):
+    """fc1 -> GELU -> fc2 -> dropout (the original has no dropout between the activation and fc2)."""
+
+    def __init__(self, config: DiGEncoderConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class DiGViTLayer(GradientCheckpointingLayer):
+    """Pre-LN ViT block without layer scale."""
+
+    def __init__(self, config: DiGEncoderConfig, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = DiGViTAttention(config)
+        self.drop_path = DiGDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = DiGViTMLP(config)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attn(self.norm1(hidden_states), **kwargs)
+        hidden_states = hidden_states + self.drop_path(attn_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class DiGViTEncoder(nn.Module):
+    """The DiG ViT: patch embed, optional SimMIM mask tokens, fixed sin-cos positions, blocks, optional final norm.
+
+    Public, stable interface (also used by DiG pre-training):
+        `DiGViTEncoder(config: DiGEncoderConfig)`
+        `forward(pixel_values, bool_masked_pos=None, output_attentions=False, output_hidden_states=False)`
+        -> `BaseModelOutput(last_hidden_state [B, N, C], hidden_states, attentions)`
+    `bool_masked_pos` is [B, N] bool with True = masked (HF convention, same polarity as the original's mask):
+    masked tokens are replaced by `mask_token` BEFORE the position table is added and all tokens go through the
+    blocks (SimMIM, not MAE dropping). `position_embeddings` is a non-persistent buffer (not in any state dict).
+    """
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: DiGEncoderConfig) -> None:
+        super().__init__()
+        config.validate_architecture()
+        self.config = config
+        self.patch_embed = DiGPatchEmbed(config)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.use_mask_token else None
+        self.register_buffer(
+            "position_embeddings", encoder_sincos_table(config.num_patches, config.hidden_size), persistent=False
+        )
+        rates = [x.item() for x in torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu")]
+        self.blocks = nn.ModuleList([DiGViTLayer(config, rates[i]) for i in range(config.num_hidden_layers)])
+        self.norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_final_norm else nn.Identity()
+        )
+        self.gradient_checkpointing = False
+
+    def embed(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch tokens (+ mask tokens) + position table: the input of the first block."""
+        embeddings = self.patch_embed(pixel_values)
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError("bool_masked_pos needs a mask token: build the encoder with use_mask_token=True.")
+            if bool_masked_pos.shape != embeddings.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos must have shape {tuple(embeddings.shape[:2])} (batch, patches), "
+                    f"got {tuple(bool_masked_pos.shape)}."
+                )
+            mask = bool_masked_pos.to(torch.bool).unsqueeze(-1)
+            embeddings = torch.where(mask, self.mask_token.to(embeddings.dtype), embeddings)
+        return embeddings + self.position_embeddings.to(embeddings.dtype)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        output_attentions: bool | None = False,
+        output_hidden_states: bool | None = False,
+        return_dict: bool | None = True,
+        **kwargs,
+    ) -> BaseModelOutput:
+        hidden_states = self.embed(pixel_values, bool_masked_pos)
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attn = () if output_attentions else None
+        for block in self.blocks:
+            hidden_states, attn_weights = block(hidden_states)
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+            if output_attentions:
+                all_attn = all_attn + (attn_weights,)
+        hidden_states = self.norm(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden, attentions=all_attn)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bridge and decoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class DiGBridge(nn.Module):
+    """`linear_norm`: Linear(encoder width -> d_model) + LayerNorm; its output is the decoder memory."""
+
+    def __init__(self, config: DiGConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.encoder.hidden_size, config.decoder.d_model)
+        self.layer_norm = nn.LayerNorm(config.decoder.d_model, eps=config.bridge_layer_norm_eps)
+
+    def forward(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.dense(encoder_hidden_states))
+
+
+class DiGDecoderAttention(nn.Module):
+    """Multi-head attention with bias-free q/k/v/out projections; self- or cross-attention, cache aware."""
+
+    def __init__(self, config: DiGDecoderConfig, layer_idx: int, is_cross_attention: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.is_cross_attention = is_cross_attention
+        self.is_causal = False  # the causal mask is always passed explicitly
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.d_model // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.k_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.v_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.out_drop = nn.Dropout(config.dropout)
+
+    def _split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        return states.view(*states.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        query = self._split_heads(self.q_proj(hidden_states))
+
+        cache = None
+        if past_key_values is not None:
+            if isinstance(past_key_values, EncoderDecoderCache):
+                cache = (
+                    past_key_values.cross_attention_cache
+                    if self.is_cross_attention
+                    else past_key_values.self_attention_cache
+                )
+            else:
+                cache = past_key_values
+        reuse_cross = (
+            self.is_cross_attention
+            and isinstance(past_key_values, EncoderDecoderCache)
+            and past_key_values.is_updated.get(self.layer_idx, False)
+        )
+        if reuse_cross:
+            # memory projections were computed at the first step: the memory never changes while decoding
+            key = cache.layers[self.layer_idx].keys
+            value = cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            if source is None:
+                raise ValueError("Cross-attention needs the memory (encoder outputs) when its cache is empty.")
+            key = self._split_heads(self.k_proj(source))
+            value = self._split_heads(self.v_proj(source))
+            if cache is not None:
+                key, value = cache.update(key, value, self.layer_idx)
+                if self.is_cross_attention and isinstance(past_key_values, EncoderDecoderCache):
+                    past_key_values.is_updated[self.layer_idx] = True
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            is_causal=False,
+            **kwargs,
+        )
+        attn_output = self.out_drop(self.out_proj(attn_output.reshape(batch, length, -1)))
+        return attn_output, attn_weights
+
+
+class DiGDecoderFFN(nn.Module):
+    """fc1 -> GELU -> dropout -> fc2 -> dropout (MMOCR PositionwiseFeedForward)."""
+
+    def __init__(self, config: DiGDecoderConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.ffn_dim)
+        self.act = ACT2FN[config.activation_function]
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
+
+
+class DiGDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LN: x += SelfAttn(LN1 x); x += CrossAttn(LN2 x, memory); x += FFN(LN3 x). Memory is not re-normalised."""
+
+    def __init__(self, config: DiGDecoderConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.self_attn = DiGDecoderAttention(config, layer_idx, is_cross_attention=False)
+        self.cross_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.cross_attn = DiGDecoderAttention(config, layer_idx, is_cross_attention=True)
+        self.final_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ffn = DiGDecoderFFN(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        self_out, self_weights = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask, past_key_values=past_key_values
+        )
+        hidden_states = hidden_states + self_out
+        cross_out, cross_weights = self.cross_attn(
+            self.cross_attn_layer_norm(hidden_states), key_value_states=memory, past_key_values=past_key_values
+        )
+        hidden_states = hidden_states + cross_out
+        hidden_states = hidden_states + self.ffn(self.final_layer_norm(hidden_states))
+        return hidden_states, self_weights, cross_weights
+
+
+@dataclass
+class DiGDecoderOutput(ModelOutput):
+    """Decoder states after the final LayerNorm, plus what was asked for."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class DiGDecoder(nn.Module):
+    """MMOCR-style TFDecoder body: embedding (+BOS row, no sqrt scaling) + fixed sinusoid table, layers, final norm."""
+
+    def __init__(self, config: DiGDecoderConfig) -> None:
+        super().__init__()
+        config.validate_architecture()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size + 1, config.d_model)
+        # persistent: the original stores it in the state dict (float32 recipe, see decoder_sincos_table)
+        self.register_buffer("position_table", decoder_sincos_table(config.n_position, config.d_model))
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList([DiGDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.final_layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def _self_attention_mask(
+        self, batch: int, length: int, past_length: int, padding_mask: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """Boolean [B, 1, T, past+T] mask, True = attend: causal, optionally AND a key padding mask."""
+        total = past_length + length
+        if length == 1 and padding_mask is None:
+            return None
+        query_pos = torch.arange(past_length, total, device=device).view(-1, 1)
+        key_pos = torch.arange(total, device=device).view(1, -1)
+        mask = (key_pos <= query_pos).view(1, 1, length, total).expand(batch, 1, length, total)
+        if padding_mask is not None:
+            if padding_mask.shape[-1] != total:
+                raise ValueError(
+                    f"decoder_attention_mask covers {padding_mask.shape[-1]} positions, expected {total} "
+                    "(past + current decoder inputs)."
+                )
+            mask = mask & padding_mask.to(torch.bool).view(batch, 1, 1, total)
+        return mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        memory: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> DiGDecoderOutput:
+        batch, length = input_ids.shape
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past_length + length > self.config.n_position:
+            raise ValueError(
+                f"Decoder input of {past_length + length} positions exceeds n_position={self.config.n_position}."
+            )
+        positions = self.position_table[:, past_length : past_length + length]
+        hidden_states = self.dropout(self.embed_tokens(input_ids) + positions.to(self.embed_tokens.weight.dtype))
+        mask = self._self_attention_mask(batch, length, past_length, attention_mask, input_ids.device)
+
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_self = () if output_attentions else None
+        all_cross = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, self_weights, cross_weights = layer(
+                hidden_states, memory, attention_mask=mask, past_key_values=past_key_values
+            )
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+            if output_attentions:
+                all_self = all_self + (self_weights,)
+                all_cross = all_cross + (cross_weights,)
+        hidden_states = self.layer_norm(hidden_states)
+        return DiGDecoderOutput(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_self,
+            cross_attentions=all_cross,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained model base and the recognizer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class DiGPreTrainedModel(PreTrainedModel):
+    config_class = DiGConfig
+    config: DiGConfig
+    base_model_prefix = "dig"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DiGViTLayer", "DiGDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Original DiG init for the ViT (xavier-uniform Linears, zero biases), defaults elsewhere; fixed tables
+        are recomputed so that meta-device construction and `from_pretrained` give the exact recipes."""
+        std = self.config.initializer_range
+        if isinstance(module, DiGViTEncoder):
+            init.copy_(
+                module.position_embeddings,
+                encoder_sincos_table(module.config.num_patches, module.config.hidden_size),
+            )
+            if module.mask_token is not None:
+                init.trunc_normal_(module.mask_token, std=std)
+        elif isinstance(module, DiGViTAttention):
+            init.xavier_uniform_(module.qkv.weight)
+            if module.q_bias is not None:
+                init.zeros_(module.q_bias)
+                init.zeros_(module.v_bias)
+        elif isinstance(module, DiGDecoder):
+            init.copy_(module.position_table, decoder_sincos_table(module.config.n_position, module.config.d_model))
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+@dataclass
+class DiGTextRecognitionOutput(ModelOutput):
+    """Seq2Seq output of [`DiGForTextRecognition`].
+
+    loss: see [`DiGForTextRecognition.forward`] for the normalisation.
+    logits: [B, T, vocab_size] classifier scores (97 classes; BOS is never predicted).
+    memory: the bridge output (decoder keys/values source), None when the cross-attention cache was reused.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
+    memory: torch.FloatTensor | None = None
+
+
+def shift_labels_right(labels: torch.LongTensor, start_token_id: int, pad_token_id: int) -> torch.LongTensor:
+    """Decoder inputs for teacher forcing: `[BOS] + labels[:, :-1]`, with -100 replaced by PAD."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
+    """DiG scene-text recognizer: `encoder` (ViT) -> `linear_norm` -> `decoder` -> `classifier`.
+
+    Decode with `generate(pixel_values)`: ids start with the BOS start token (97), stop at EOS (94) and are never
+    longer than `max_label_length + 1` (+ the start token). Greedy decoding equals the original's 25-step loop.
+    """
+
+    is_scene_text_recognizer = True
+    _tied_weights_keys: dict[str, str] = {}
+
+    def __init__(self, config: DiGConfig) -> None:
+        super().__init__(config)
+        # PreTrainedModel resolves the attention implementation on the top config only: hand it to the sub-configs
+        # the encoder/decoder modules read (the setter is recursive)
+        self.config._attn_implementation = self.config._attn_implementation
+        self.encoder = DiGViTEncoder(config.encoder)
+        self.linear_norm = DiGBridge(config)
+        self.decoder = DiGDecoder(config.decoder)
+        self.classifier = nn.Linear(config.decoder.d_model, config.decoder.vocab_size)
+        self.post_init()
+        # the original decodes max_label_length (25) steps from BOS; HF counts the start token in max_length
+        self.generation_config.max_length = config.decoder.max_label_length + 1
+        self.generation_config.decoder_start_token_id = config.decoder_start_token_id
+        self.generation_config.bos_token_id = config.decoder_start_token_id
+        self.generation_config.eos_token_id = config.eos_token_id
+        self.generation_config.pad_token_id = config.pad_token_id
+
+    @property
+    def accepts_loss_kwargs(self) -> bool:
+        # "token": honour the Trainer's num_items_in_batch; "sequence": let the Trainer divide by the GA steps
+        return self.config.loss_normalization == "token"
+
+    def get_encoder(self, modality: str | None = None) -> DiGViTEncoder:
+        return self.encoder
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.decoder.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.classifier
+
+    def compute_loss(
+        self, logits: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Sum of token NLL over labelled positions (labels != -100), normalised per `config.loss_normalization`.
+
+        - "sequence" (default, the original's criterion): divided by the number of sequences in the batch.
+        - "token": divided by the number of labelled tokens, or by `num_items_in_batch` (the Trainer's count of
+          labels != -100 over all gradient-accumulation micro-batches) so accumulated and plain losses agree.
+        Label smoothing s (original variant): (1 - s) * nll + s * mean over classes of -log p.
+        """
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+        valid = labels.ne(-100)
+        safe_labels = labels.masked_fill(~valid, 0)
+        nll = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+        smoothing = self.config.label_smoothing
+        if smoothing > 0:
+            nll = (1.0 - smoothing) * nll + smoothing * (-log_probs.mean(dim=-1))
+        total = (nll * valid).sum()
+        if self.config.loss_normalization == "token":
+            denominator = num_items_in_batch if num_items_in_batch is not None else valid.sum()
+            if torch.is_tensor(denominator):
+                denominator = denominator.to(total.device)
+            return total / denominator
+        return total / labels.shape[0]
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DiGTextRecognitionOutput | tuple:
+        r"""
+        pixel_values: [B, 3, 32, 128] normalised to [-1, 1] (the DiG image processor).
+        labels: [B, T] character ids then EOS, padded with -100. Decoder inputs are built from them
+            (`[BOS] + labels[:, :-1]`, -100 -> PAD) unless `decoder_input_ids` is given. The loss is the sum of token
+            NLL over labelled positions divided by the number of sequences (the original's criterion, default
+            `loss_normalization="sequence"`) or by the labelled-token count / Trainer `num_items_in_batch`
+            (`loss_normalization="token"`); see `compute_loss`.
+        decoder_input_ids: [B, T] decoder inputs starting with BOS (97); with a cache only the new ones.
+        decoder_attention_mask: optional [B, past + T] key padding mask for self-attention (1 = keep).
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+
+        if labels is not None and decoder_input_ids is None:
+            decoder_input_ids = shift_labels_right(
+                labels, self.config.decoder_start_token_id, self.config.pad_token_id
+            )
+            use_cache = False if use_cache is None else use_cache
+        if decoder_input_ids is None:
+            raise ValueError("Pass `labels` (training) or `decoder_input_ids`, or decode with `generate()`.")
+        use_cache = use_cache if use_cache is not None else (self.config.decoder.use_cache and not self.training)
+
+        if encoder_outputs is None:
+            if pixel_values is None:
+                raise ValueError("Pass `pixel_values` or `encoder_outputs`.")
+            encoder_outputs = self.encoder(
+                pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+            )
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        cross_cached = (
+            isinstance(past_key_values, EncoderDecoderCache)
+            and len(self.decoder.layers) > 0
+            and all(past_key_values.is_updated.get(i, False) for i in range(len(self.decoder.layers)))
+        )
+        memory = None if cross_cached else self.linear_norm(encoder_outputs.last_hidden_state)
+
+        decoder_outputs = self.decoder(
+            decoder_input_ids,
+            memory,
+            attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=bool(use_cache),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(decoder_outputs.last_hidden_state)
+
+        loss = None
+        if labels is not None:
+            if labels.shape[:2] != logits.shape[:2]:
+                raise ValueError(
+                    f"labels have shape {tuple(labels.shape)} but the decoder produced {tuple(logits.shape[:2])} "
+                    "positions: labels and decoder_input_ids must have the same length."
+                )
+            loss = self.compute_loss(logits, labels, num_items_in_batch)
+
+        output = DiGTextRecognitionOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            memory=memory,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "DiGBridge",
+    "DiGDecoder",
+    "DiGForTextRecognition",
+    "DiGPreTrainedModel",
+    "DiGTextRecognitionOutput",
+    "DiGViTEncoder",
+    "DiGViTLayer",
+    "decoder_sincos_table",
+    "encoder_sincos_table",
+    "shift_labels_right",
+]

@@ -1,0 +1,371 @@
+"""Scene-text LMDB data as `datasets.Dataset`, `datasets.IterableDataset` or a plain torch `Dataset`.
+
+Layout (shared by DiG, PARSeq and CLIP4STR): `num-samples` (ASCII int), `image-%09d` (encoded image
+bytes) and `label-%09d` (UTF-8), 1-based. A path is either one LMDB folder or a root holding many
+`**/data.mdb` (PARSeq's `test/<name>/data.mdb`); each sub-LMDB is named by its folder relative to the
+root and that name fills the `source` column.
+
+Unusable records are never replaced by another sample (the originals did that, counting one sample twice
+and losing one): they are counted by reason in a `SkipCounter` and logged once at the end. Structural
+problems (not an LMDB, no `num-samples`, empty, no LMDB under a root) are errors naming the path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import lmdb
+import torch
+from PIL import Image
+
+from .labels import LabelNormalizer
+
+logger = logging.getLogger(__name__)
+
+# Record-level skip reasons (label-level ones live in processing.labels).
+MISSING_KEY = "missing_label_or_image"
+CORRUPT_IMAGE = "corrupt_image"
+IMAGE_TOO_SMALL = "image_too_small"
+EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
+
+FEATURES = datasets.Features(
+    {"image": datasets.Image(), "label": datasets.Value("string"), "source": datasets.Value("string")}
+)
+ImageCheck = Literal["none", "header", "full"]
+
+# Bump when the record filtering changes so old Arrow caches are not reused.
+_CACHE_VERSION = "1"
+
+
+@dataclass
+class SkipCounter:
+    """Counts skipped records by reason and keeps a few example keys per reason for the log."""
+
+    max_examples: int = 3
+    seen: int = 0  # records examined (0 after a cache hit: nothing was read)
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, key: str) -> None:
+        self.counts[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < self.max_examples:
+            examples.append(key)
+
+    def update(self, other: SkipCounter) -> None:
+        self.seen += other.seen
+        for reason, count in other.counts.items():
+            self.counts[reason] += count
+            room = self.max_examples - len(self.examples.setdefault(reason, []))
+            self.examples[reason].extend(other.examples.get(reason, [])[: max(room, 0)])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> str:
+        if not self.total:
+            return "no records skipped"
+        lines = [f"skipped {self.total} records:"]
+        for reason, count in self.counts.most_common():
+            lines.append(f"  {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
+        return "\n".join(lines)
+
+    def log(self, where: str = "") -> None:
+        """Log the summary once (a warning when something was skipped)."""
+        prefix = f"{where}: " if where else ""
+        if self.total:
+            logger.warning("%s%s", prefix, self.report())
+        else:
+            logger.info("%sno records skipped", prefix)
+
+
+def find_lmdbs(path_or_root: str | os.PathLike) -> list[tuple[str, Path]]:
+    """`(name, folder)` of every LMDB at or under `path_or_root`, sorted by name."""
+    root = Path(path_or_root).absolute()
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist; pass an LMDB folder or a root containing **/data.mdb")
+    if (root / "data.mdb").is_file():
+        return [(root.name, root)]
+    if root.is_file():
+        raise ValueError(f"{root} is a file; pass the folder that contains data.mdb (an LMDB is a folder)")
+    found = sorted((str(mdb.parent.relative_to(root)), mdb.parent) for mdb in root.glob("**/data.mdb"))
+    if not found:
+        raise FileNotFoundError(
+            f"no data.mdb found under {root}; pass an LMDB folder or a root of LMDBs "
+            "(e.g. test/<name>/data.mdb), or write one with processing.lmdb_writer.write_str_lmdb"
+        )
+    return found
+
+
+_READERS: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}
+
+
+def open_lmdb(folder: str | os.PathLike) -> lmdb.Environment:
+    """A read-only, lock-free handle on one LMDB, shared within the process.
+
+    LMDB allows one open environment per file per process, so handles are cached by data.mdb's device and
+    inode (a rewritten LMDB at the same path is a new file and gets a fresh handle). A handle inherited
+    through fork (DataLoader workers) must not be used: the child closes its copy and opens its own.
+    Do not close the returned environment.
+    """
+    try:
+        stat = (Path(folder) / "data.mdb").stat()
+    except OSError as error:
+        raise ValueError(f"{folder} is not a readable LMDB: {error}; pass the folder that holds data.mdb") from error
+    key = (stat.st_dev, stat.st_ino)
+    cached = _READERS.get(key)
+    if cached is not None and cached[0] == os.getpid():
+        return cached[1]
+    if cached is not None:
+        cached[1].close()  # the parent's handle, copied by fork: release the child's copy only
+    try:
+        env = lmdb.open(
+            str(folder), readonly=True, lock=False, readahead=False, meminit=False, create=False, max_readers=64
+        )
+    except lmdb.Error as error:
+        raise ValueError(
+            f"{folder} is not a readable LMDB ({type(error).__name__}: {error}); check the path points at "
+            "the folder holding data.mdb and that the file is complete"
+        ) from error
+    _READERS[key] = (os.getpid(), env)
+    return env
+
+
+def read_num_samples(txn: lmdb.Transaction, folder: str | os.PathLike) -> int:
+    """The LMDB's `num-samples`, with clear errors when it is missing, malformed or zero."""
+    raw = txn.get(b"num-samples")
+    if raw is None:
+        raise ValueError(
+            f"{folder} has no 'num-samples' key: it is not a complete STR LMDB (an interrupted write?). "
+            "Rewrite it with processing.lmdb_writer (which writes num-samples last)"
+        )
+    try:
+        num_samples = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{folder}: 'num-samples' is {raw[:32]!r}, expected an ASCII integer") from error
+    if num_samples <= 0:
+        raise ValueError(f"{folder} is empty (num-samples = {num_samples}); remove it from the data root")
+    return num_samples
+
+
+def lmdb_fingerprint(lmdbs: list[tuple[str, Path]], settings: dict[str, Any]) -> str:
+    """Cache key from each LMDB's data.mdb size, mtime, inode and num-samples plus the reading settings, so a
+    changed LMDB at the same path (or a different label pipeline) never reuses a stale Arrow cache."""
+    parts: list[Any] = [_CACHE_VERSION, settings]
+    for name, folder in lmdbs:
+        stat = (folder / "data.mdb").stat()
+        with open_lmdb(folder).begin() as txn:
+            num_samples = read_num_samples(txn, folder)
+        parts.append([name, str(folder), stat.st_size, stat.st_mtime_ns, stat.st_ino, num_samples])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def check_image(data: bytes, mode: ImageCheck, min_image_dim: int, max_aspect_ratio: float | None) -> str | None:
+    """The skip reason for one encoded image, or None when it is usable. "header" reads only the size,
+    "full" decodes the pixels too (catches truncated files), "none" trusts the bytes."""
+    if mode == "none":
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if mode == "full":
+                image.load()
+    except Exception:  # PIL raises several types for bad bytes
+        return CORRUPT_IMAGE
+    if min(width, height) < max(min_image_dim, 1):
+        return IMAGE_TOO_SMALL
+    if max_aspect_ratio is not None and max(width / height, height / width) > max_aspect_ratio:
+        return EXTREME_ASPECT_RATIO
+    return None
+
+
+@dataclass
+class RecordFilter:
+    """What makes a record usable: the label pipeline and the image checks (picklable, hashable config)."""
+
+    label_normalizer: LabelNormalizer | None = None
+    image_check: ImageCheck = "full"
+    min_image_dim: int = 2
+    max_aspect_ratio: float | None = 25.0
+
+    def settings(self) -> dict[str, Any]:
+        normalizer = self.label_normalizer.config() if self.label_normalizer is not None else None
+        return {
+            "label_normalizer": normalizer,
+            "image_check": self.image_check,
+            "min_image_dim": self.min_image_dim,
+            "max_aspect_ratio": self.max_aspect_ratio,
+        }
+
+    def label(self, raw: bytes, key: str, skips: SkipCounter) -> str | None:
+        text = raw.decode("utf-8", errors="replace")
+        if self.label_normalizer is None:
+            return text
+        result = self.label_normalizer(text)
+        if result.skip_reason is not None:
+            skips.add(result.skip_reason, key)
+        return result.label
+
+
+def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skips: SkipCounter) -> Iterator[dict]:
+    """Yield `{"image": bytes, "label", "source", "index"}` for every usable record of one LMDB."""
+    with open_lmdb(folder).begin() as txn:
+        num_samples = read_num_samples(txn, folder)
+        for index in range(1, num_samples + 1):  # STR LMDBs are 1-based
+            skips.seen += 1
+            key = f"{name}:{index}"
+            raw_label = txn.get(f"label-{index:09d}".encode())
+            data = txn.get(f"image-{index:09d}".encode())
+            if raw_label is None or data is None:
+                skips.add(MISSING_KEY, key)
+                continue
+            label = record_filter.label(raw_label, key, skips)
+            if label is None:
+                continue
+            reason = check_image(
+                data, record_filter.image_check, record_filter.min_image_dim, record_filter.max_aspect_ratio
+            )
+            if reason is not None:
+                skips.add(reason, key)
+                continue
+            yield {"image": bytes(data), "label": label, "source": name, "index": index}
+
+
+def _generate(lmdbs: list[tuple[str, str]], record_filter: RecordFilter, skips: SkipCounter | None = None):
+    """Generator for `from_generator`. `lmdbs` is a list, so `datasets` shards it (one LMDB per shard,
+    and over DataLoader workers when streaming). Without a shared `skips`, each shard logs its own."""
+    own_counter = skips is None
+    skips = SkipCounter() if skips is None else skips
+    for name, folder in lmdbs:
+        for record in iter_lmdb_records(name, Path(folder), record_filter, skips):
+            yield {"image": {"bytes": record["image"], "path": None}, "label": record["label"], "source": name}
+    if own_counter:
+        skips.log(", ".join(name for name, _ in lmdbs))
+
+
+def load_str_lmdb(
+    path_or_root: str | os.PathLike,
+    label_normalizer: LabelNormalizer | None = None,
+    image_check: ImageCheck = "full",
+    min_image_dim: int = 2,
+    max_aspect_ratio: float | None = 25.0,
+    cache_dir: str | None = None,
+    skips: SkipCounter | None = None,
+) -> datasets.Dataset:
+    """Read one LMDB or a root of LMDBs into an Arrow-backed `datasets.Dataset` with columns image, label,
+    source. The cache key covers each LMDB's size/mtime/num-samples and the filter settings. Skips are
+    counted into `skips` (when given) and logged while the cache is built; a cache hit reads nothing."""
+    lmdbs = find_lmdbs(path_or_root)
+    record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
+    fingerprint = lmdb_fingerprint(lmdbs, record_filter.settings())
+    skips = SkipCounter() if skips is None else skips
+    seen_before = skips.seen
+    dataset = datasets.Dataset.from_generator(
+        _generate,
+        features=FEATURES,
+        cache_dir=cache_dir,
+        gen_kwargs={
+            "lmdbs": [(name, str(folder)) for name, folder in lmdbs],
+            "record_filter": record_filter,
+            "skips": skips,
+        },
+        fingerprint=fingerprint,
+    )
+    if skips.seen > seen_before:
+        skips.log(str(path_or_root))
+    else:
+        logger.info("%s: loaded from the Arrow cache %s (skips were logged when it was built)", path_or_root, fingerprint)
+    return dataset
+
+
+def stream_str_lmdb(
+    path_or_root: str | os.PathLike,
+    label_normalizer: LabelNormalizer | None = None,
+    image_check: ImageCheck = "full",
+    min_image_dim: int = 2,
+    max_aspect_ratio: float | None = 25.0,
+) -> datasets.IterableDataset:
+    """Stream one LMDB or a root of LMDBs as a `datasets.IterableDataset` (no cache; the LMDBs are
+    sharded over DataLoader workers). Skips are logged at the end of each pass."""
+    lmdbs = find_lmdbs(path_or_root)
+    for _, folder in lmdbs:  # fail now on structural problems rather than on the first batch
+        with open_lmdb(folder).begin() as txn:
+            read_num_samples(txn, folder)
+    record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
+    return datasets.IterableDataset.from_generator(
+        _generate,
+        features=FEATURES,
+        gen_kwargs={"lmdbs": [(name, str(folder)) for name, folder in lmdbs], "record_filter": record_filter},
+    )
+
+
+class STRLmdbDataset(torch.utils.data.Dataset):
+    """A map-style torch dataset over one LMDB or a root of LMDBs (PARSeq's LmdbDataset + ConcatDataset).
+
+    Labels are filtered once at construction (image headers too, with `image_check="header"`); the
+    environments are opened lazily in each process, so DataLoader workers each get their own handle.
+    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}`.
+    """
+
+    def __init__(
+        self,
+        path_or_root: str | os.PathLike,
+        label_normalizer: LabelNormalizer | None = None,
+        transform: Callable[[Image.Image], Any] | None = None,
+        image_check: ImageCheck = "header",
+        min_image_dim: int = 2,
+        max_aspect_ratio: float | None = 25.0,
+    ) -> None:
+        self.lmdbs = find_lmdbs(path_or_root)
+        self.transform = transform
+        self.skips = SkipCounter()
+        record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
+        self.records: list[tuple[int, int, str]] = []  # (which LMDB, 1-based index, normalised label)
+        for lmdb_id, (name, folder) in enumerate(self.lmdbs):
+            for record in iter_lmdb_records(name, folder, record_filter, self.skips):
+                self.records.append((lmdb_id, record["index"], record["label"]))
+        self.skips.log(str(Path(path_or_root)))
+        self._envs: dict[int, lmdb.Environment] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_envs"] = {}  # environments never cross process boundaries
+        return state
+
+    def _env(self, lmdb_id: int) -> lmdb.Environment:
+        if self._pid != os.getpid():  # forked into a worker: the parent's handles are not ours
+            self._envs, self._pid = {}, os.getpid()
+        if lmdb_id not in self._envs:
+            self._envs[lmdb_id] = open_lmdb(self.lmdbs[lmdb_id][1])
+        return self._envs[lmdb_id]
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        lmdb_id, index, label = self.records[item]
+        name, folder = self.lmdbs[lmdb_id]
+        with self._env(lmdb_id).begin() as txn:
+            data = txn.get(f"image-{index:09d}".encode())
+        try:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+        except Exception as error:
+            raise ValueError(
+                f"{folder}: image-{index:09d} does not decode ({error}); build the dataset with "
+                "image_check='full' to skip such records up front"
+            ) from error
+        if self.transform is not None:
+            image = self.transform(image)
+        return {"image": image, "label": label, "source": name}

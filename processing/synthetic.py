@@ -1,0 +1,278 @@
+"""A deterministic synthetic word renderer and a small STR benchmark built from it.
+
+Words come from `processing/wordlist.txt` (about 4,000 entries: common English words taken from the
+docstrings of Python's standard library, plus numbers, prices, times, upper-/title-case words and words
+with punctuation), fonts from matplotlib's bundled TrueType fonts (DejaVu Sans/Serif/Mono and their bold
+and oblique variants, STIX, Computer Modern). Each image gets a font size, text and background colours
+(solid, gradient or textured), padding, rotation, perspective and blur drawn from a `random.Random`, so
+the same seed gives byte-identical images on any number of worker processes.
+
+`build_synthetic_benchmark` writes PARSeq's layout, `output_root/{train,val,test}/<name>/data.mdb`, with
+val and test words held out of training, so test accuracy measures reading, not memorising.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from .charsets import CHARSET_94
+from .lmdb_writer import write_str_lmdb
+
+WORDLIST_PATH = Path(__file__).with_name("wordlist.txt")
+
+# Fonts with a proper Unicode map for all 94 printable ASCII characters.
+UNICODE_FONTS = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+)
+# Computer Modern fonts map code points to TeX (OT1) slots: letters and digits are right, most
+# punctuation is another glyph, so they only render words made of letters and digits.
+TEX_FONTS = ("cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
+_TEX_SAFE = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """The ranges one difficulty level draws from."""
+
+    font_size: tuple[int, int]
+    min_contrast: float  # luminance difference between text and background, 0..255
+    max_rotation: float  # degrees
+    perspective_p: float
+    max_perspective: float  # corner shift as a fraction of the image height
+    blur_p: float
+    max_blur: float  # Gaussian radius in pixels
+    noise_p: float
+    max_noise: float  # standard deviation of additive noise, 0..255
+    case_p: float  # chance a lower-case word is shown in Title or UPPER case
+
+
+DIFFICULTIES = {
+    # Clean, legible words with mild distortion: what a small model can learn to >= 90% in minutes.
+    "easy": Difficulty((22, 30), 110.0, 3.0, 0.3, 0.06, 0.3, 0.6, 0.2, 6.0, 0.2),
+    "medium": Difficulty((18, 34), 80.0, 8.0, 0.5, 0.12, 0.4, 1.0, 0.4, 12.0, 0.3),
+    "hard": Difficulty((14, 40), 50.0, 15.0, 0.7, 0.2, 0.5, 1.6, 0.6, 20.0, 0.4),
+}
+
+
+def load_wordlist(path: str | os.PathLike = WORDLIST_PATH, charset: str | None = CHARSET_94) -> list[str]:
+    """The words of a word list (one per line), keeping only those made of `charset` characters."""
+    words = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    allowed = set(charset) if charset is not None else None
+    words = [w for w in words if w and (allowed is None or set(w) <= allowed)]
+    if not words:
+        raise ValueError(f"{path} has no words made of the requested charset")
+    return list(dict.fromkeys(words))  # de-duplicated, order kept
+
+
+def font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+@lru_cache(maxsize=512)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(font_dir() / name), size)
+
+
+def _luminance(color: tuple[int, int, int]) -> float:
+    r, g, b = color
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _colors(rng: random.Random, min_contrast: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """A (text, background) pair whose luminances differ by at least `min_contrast`."""
+    while True:
+        background = tuple(rng.randrange(256) for _ in range(3))
+        text = tuple(rng.randrange(256) for _ in range(3))
+        if abs(_luminance(background) - _luminance(text)) >= min_contrast:
+            return text, background
+
+
+def _background(rng: random.Random, size: tuple[int, int], color: tuple[int, int, int]) -> Image.Image:
+    """Solid, a linear gradient to a nearby colour, or the colour with a smoothed noise texture."""
+    width, height = size
+    kind = rng.random()
+    if kind < 0.5:
+        return Image.new("RGB", size, color)
+    base = np.array(color, dtype=np.float32)
+    if kind < 0.8:
+        other = np.clip(base + np.array([rng.uniform(-60, 60) for _ in range(3)], dtype=np.float32), 0, 255)
+        horizontal = rng.random() < 0.5
+        steps = np.linspace(0.0, 1.0, width if horizontal else height, dtype=np.float32)
+        ramp = base + steps[:, None] * (other - base)  # [steps, 3]
+        pixels = np.broadcast_to(ramp[None] if horizontal else ramp[:, None], (height, width, 3))
+        return Image.fromarray(pixels.astype(np.uint8))
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, rng.uniform(8, 25), (height, width, 1))
+    texture = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    return texture.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+
+
+def _perspective(image: Image.Image, rng: random.Random, amount: float, fill: tuple[int, int, int]) -> Image.Image:
+    """Move each corner by up to `amount` x height and warp (PIL maps output -> input coordinates)."""
+    width, height = image.size
+    shift = amount * height
+    corners = [(0, 0), (width, 0), (width, height), (0, height)]
+    moved = [(x + rng.uniform(-shift, shift), y + rng.uniform(-shift, shift)) for x, y in corners]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(corners, moved):  # solve for the 8 coefficients of the output->input map
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs.extend([u, v])
+    coefficients = np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64))
+    return image.transform(
+        image.size, Image.Transform.PERSPECTIVE, tuple(coefficients), Image.Resampling.BICUBIC, fillcolor=fill
+    )
+
+
+def _pick_font(word: str, rng: random.Random) -> str:
+    fonts = UNICODE_FONTS + TEX_FONTS if set(word) <= _TEX_SAFE else UNICODE_FONTS
+    return rng.choice(fonts)
+
+
+def render_word(word: str, rng: random.Random, difficulty: str = "easy") -> Image.Image:
+    """Render `word` as an RGB image; every random choice comes from `rng` (same state -> same bytes)."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    if not word:
+        raise ValueError("cannot render an empty word")
+    level = DIFFICULTIES[difficulty]
+    font = _font(_pick_font(word, rng), rng.randint(*level.font_size))
+    text_color, background_color = _colors(rng, level.min_contrast)
+
+    left, top, right, bottom = font.getbbox(word)
+    pad_x = int(rng.uniform(0.1, 0.5) * font.size) + 1
+    pad_y = int(rng.uniform(0.1, 0.35) * font.size) + 1
+    size = (right - left + 2 * pad_x, bottom - top + 2 * pad_y)
+    image = _background(rng, size, background_color)
+    ImageDraw.Draw(image).text((pad_x - left, pad_y - top), word, font=font, fill=text_color)
+
+    angle = rng.uniform(-level.max_rotation, level.max_rotation)
+    if abs(angle) > 0.5:
+        image = image.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=background_color)
+    if rng.random() < level.perspective_p:
+        image = _perspective(image, rng, rng.uniform(0, level.max_perspective), background_color)
+    if rng.random() < level.blur_p:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, level.max_blur)))
+    if rng.random() < level.noise_p:
+        noise_rng = np.random.default_rng(rng.getrandbits(32))
+        pixels = np.asarray(image, dtype=np.float32)
+        pixels = pixels + noise_rng.normal(0.0, rng.uniform(1.0, level.max_noise), pixels.shape[:2] + (1,))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image
+
+
+def vary_case(word: str, rng: random.Random, probability: float) -> str:
+    """Show a lower-case word in Title or UPPER case with the given probability (signs are often capitalised)."""
+    if word.islower() and rng.random() < probability:
+        return word.title() if rng.random() < 0.6 else word.upper()
+    return word
+
+
+def split_vocabulary(words: list[str], held_out_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train words, held-out words), split by lower-cased form so "Stop" cannot leak into train as "stop"."""
+    keys = sorted({w.lower() for w in words})
+    random.Random(f"vocab-{seed}").shuffle(keys)
+    held_out_keys = set(keys[: max(1, round(held_out_fraction * len(keys)))])
+    train = [w for w in words if w.lower() not in held_out_keys]
+    held_out = [w for w in words if w.lower() in held_out_keys]
+    if not train:
+        raise ValueError("held_out_fraction leaves no training words")
+    return train, held_out
+
+
+def _render_sample(split: str, seed: int, index: int, words: list[str], difficulty: str) -> tuple[bytes, str]:
+    """Render sample `index` of a split: its own seeded RNG picks the word, so workers need no shared state."""
+    rng = random.Random(f"{seed}-{split}-{index}")
+    word = vary_case(rng.choice(words), rng, DIFFICULTIES[difficulty].case_p)
+    buffer = io.BytesIO()
+    render_word(word, rng, difficulty).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), word
+
+
+def _render_chunk(args: tuple[str, int, int, int, list[str], str]) -> list[tuple[bytes, str]]:
+    split, seed, start, stop, words, difficulty = args
+    return [_render_sample(split, seed, index, words, difficulty) for index in range(start, stop)]
+
+
+def render_split(
+    split: str, num_samples: int, words: list[str], seed: int, difficulty: str = "easy", num_workers: int = 0
+) -> Iterator[tuple[bytes, str]]:
+    """Yield `(png_bytes, label)` for one split, in index order whatever the number of workers."""
+    chunk = 256  # the word list travels once per chunk, not once per image
+    tasks = [(split, seed, start, min(start + chunk, num_samples), words, difficulty) for start in range(0, num_samples, chunk)]
+    if num_workers <= 1:
+        for task in tasks:
+            yield from _render_chunk(task)
+        return
+    with ProcessPoolExecutor(num_workers) as pool:
+        for results in pool.map(_render_chunk, tasks):
+            yield from results
+
+
+def build_synthetic_benchmark(
+    output_root: str | os.PathLike,
+    num_train: int = 20000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    seed: int = 0,
+    difficulty: str = "easy",
+    name: str = "synth",
+    charset: str | None = CHARSET_94,
+    wordlist: str | os.PathLike = WORDLIST_PATH,
+    held_out_fraction: float = 0.2,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write `output_root/{train,val,test}/<name>/data.mdb`. Val and test words are held out of train.
+    Returns the LMDB folder of each split (splits with 0 samples are not written)."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
+    train_words, held_out_words = split_vocabulary(load_wordlist(wordlist, charset), held_out_fraction, seed)
+    plan = {"train": (num_train, train_words), "val": (num_val, held_out_words), "test": (num_test, held_out_words)}
+    written = {}
+    for split, (count, words) in plan.items():
+        if count <= 0:
+            continue
+        folder = Path(output_root) / split / name
+        write_str_lmdb(folder, render_split(split, count, words, seed, difficulty, num_workers), overwrite=overwrite)
+        written[split] = folder
+    return written
+
+
+def contact_sheet(images: list[Image.Image], columns: int = 6, cell: tuple[int, int] = (160, 48)) -> Image.Image:
+    """Tile images (each fitted into `cell`, aspect kept) for a quick look at what the renderer makes."""
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new("RGB", (columns * cell[0], rows * cell[1]), (255, 255, 255))
+    for i, image in enumerate(images):
+        scale = min((cell[0] - 4) / image.width, (cell[1] - 4) / image.height)
+        thumb = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+        sheet.paste(thumb, ((i % columns) * cell[0] + 2, (i // columns) * cell[1] + 2))
+    return sheet

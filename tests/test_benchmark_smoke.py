@@ -1,0 +1,91 @@
+"""Smoke test of `python -m benchmarks.run` on test-size models: the JSON follows the schema, every measurement is
+there, and cached decoding gives exactly the uncached reference's ids inside the harness."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import run
+from benchmarks.recognizers import CLIP4STRBench, DiGBench, benchmark_images
+from benchmarks.report import validate_report
+from benchmarks.timing import measure
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> dict:
+    output = tmp_path_factory.mktemp("bench") / "bench.json"
+    code = run.main(["--size", "tiny", "--sections", "encoder", "decode", "train_step", "--threads", "2",
+                     "--output", str(output)])
+    assert code == 0
+    return json.loads(output.read_text())
+
+
+def test_report_follows_schema(tiny_report):
+    validate_report(tiny_report)
+    assert tiny_report["meta"]["size"] == "tiny"
+    assert set(tiny_report["models"]) == {"DiG-tiny-test", "CLIP4STR-tiny-test"}
+    assert tiny_report["matmul"]["gflop_per_s"] > 0
+
+
+def test_every_configuration_is_measured(tiny_report):
+    rows = {(r["section"], r["model"], r["batch_size"], r["mode"], r["attention"]) for r in tiny_report["rows"]}
+    for model in ("DiG-tiny-test", "CLIP4STR-tiny-test"):
+        for batch in (1, 2):
+            assert ("encoder", model, batch, "forward", "sdpa") in rows
+            assert ("decode", model, batch, "cached", "sdpa") in rows
+            assert ("decode", model, batch, "uncached", "sdpa") in rows
+            assert ("decode", model, batch, "cached", "eager") in rows
+        assert ("decode", model, 1, "uncached", "eager") in rows  # eager uncached only at batch 1
+        assert ("decode", model, 2, "uncached", "eager") not in rows
+        assert ("train_step", model, 2, "fwd+bwd+adamw", "sdpa") in rows
+    for row in tiny_report["rows"]:
+        if row["section"] == "decode":
+            # the full budget, no early stop: DiG 25 characters, CLIP4STR 25 characters + EOS position
+            assert row["extra"]["new_tokens"] == (25 if row["model"].startswith("DiG") else 26)
+        if row["section"] == "encoder":
+            assert row["extra"]["flops"] > 0 and 0 < row["extra"]["flop_fraction_of_matmul"]
+        if row["section"] == "train_step":
+            assert torch.isfinite(torch.tensor(row["extra"]["last_loss"]))
+    assert any(s["what"].startswith("bf16") for s in tiny_report["skipped"]) != torch.cuda.is_available()
+
+
+def test_cached_and_uncached_ids_identical(tiny_report):
+    ratios = [r for r in tiny_report["ratios"] if r["name"].endswith("cached / uncached")]
+    assert len(ratios) == 2 * 3  # per model: b1 sdpa, b1 eager, b2 sdpa
+    assert all(r["ids_identical"] is True for r in ratios), [r["name"] for r in ratios if not r["ids_identical"]]
+    names = {t["name"] for t in tiny_report["targets"]}
+    assert any("greedy cached / uncached" in n for n in names) and any("FLOP/s" in n for n in names)
+
+
+@pytest.mark.parametrize("bench_class", [DiGBench, CLIP4STRBench])
+def test_harness_decoding_is_forced_and_mode_independent(bench_class):
+    """The ids the harness times: same weights, cached == uncached, all steps taken (EOS never ends a row)."""
+    bench = bench_class("tiny")
+    images, words = benchmark_images(3, seed=1)
+    pixel_values = bench.inputs(images, words)["pixel_values"]
+    cached = bench.decode_full_budget(pixel_values, use_cache=True)
+    uncached = bench.decode_full_budget(pixel_values, use_cache=False)
+    assert torch.equal(cached, uncached)
+    assert cached.shape == (3, bench.max_label_length + (0 if bench.family == "dig" else 1))
+
+
+def test_validate_report_names_the_broken_field(tiny_report):
+    broken = json.loads(json.dumps(tiny_report))
+    broken["rows"][0]["images_per_s"] = "fast"
+    with pytest.raises(ValueError, match=r"rows\[0\]\.images_per_s"):
+        validate_report(broken)
+    del broken["targets"]
+    with pytest.raises(ValueError, match="targets"):
+        validate_report(broken)
+
+
+def test_measure_reports_median_and_peak_memory():
+    calls = []
+    timing = measure(lambda: calls.append(torch.ones(4 * 2**20).sum()), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(timing.samples_s) == 3
+    assert sorted(timing.samples_s)[1] == timing.median_s
+    if timing.memory_kind == "cpu_rss_hwm":  # Linux: the 16 MiB tensor shows up in the peak over the baseline
+        assert timing.memory_delta_mb >= 15

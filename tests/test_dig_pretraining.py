@@ -1,0 +1,183 @@
+"""DiGForPreTraining: config, losses, momentum branch, DDP-style key gathering, Auto API, recognizer init."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
+
+import modeling_dig.modeling_dig_pretraining as pretraining_module
+from modeling_dig.configuration_dig import DiGEncoderConfig
+from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
+from modeling_dig.convert_pretraining import init_recognizer_from_pretraining, load_pretrained_encoder
+from modeling_dig.modeling_dig_pretraining import (
+    DiGForPreTraining,
+    contrastive_loss,
+    momentum_schedule,
+    patchify,
+    register_dig_pretraining_auto_classes,
+    unpatchify,
+)
+from processing.masking import DiGMaskGenerator
+
+
+def _tiny_model(**overrides) -> DiGForPreTraining:
+    torch.manual_seed(0)
+    return DiGForPreTraining(DiGPreTrainingConfig.from_preset("tiny-test", **overrides))
+
+
+def _batch(batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "pixel_values": torch.rand(batch_size, 3, 32, 128, generator=generator) * 2 - 1,
+        "augmented_pixel_values": torch.rand(batch_size, 3, 32, 128, generator=generator) * 2 - 1,
+        "bool_masked_pos": DiGMaskGenerator((8, 32), 0.7)(batch_size, generator=generator),
+    }
+
+
+def test_released_preset_and_validation():
+    config = DiGPreTrainingConfig.from_preset("vit-small")
+    assert (config.encoder.hidden_size, config.encoder.num_hidden_layers, config.encoder.num_attention_heads) == (384, 12, 6)
+    assert not config.encoder.use_final_norm and config.encoder.drop_path_rate == 0.0
+    assert (config.mask_ratio, config.num_windows, config.moco_dim, config.moco_mlp_dim) == (0.7, 4, 256, 4096)
+    assert (config.temperature, config.momentum, config.loss_weight_pixel, config.loss_weight_contrast) == (0.2, 0.99, 1.0, 0.1)
+    assert (config.pix_projector_hidden_size, config.mim_head_hidden_size, config.num_masked_patches) == (512, 192, 179)
+    # @strict wraps validate_architecture's ValueError in huggingface_hub's StrictDataclassClassValidationError.
+    with pytest.raises(StrictDataclassError, match="use_final_norm=False"):
+        DiGPreTrainingConfig(encoder=DiGEncoderConfig(use_final_norm=True))
+    with pytest.raises(StrictDataclassError, match="num_windows"):
+        DiGPreTrainingConfig.from_preset("tiny-test", num_windows=64)
+    with pytest.raises(ValueError, match="Unknown DiG pre-training preset"):
+        DiGPreTrainingConfig.from_preset("vit-huge")
+
+
+def test_config_round_trip(tmp_path):
+    config = DiGPreTrainingConfig.from_preset("tiny-test", temperature=0.3)
+    config.save_pretrained(tmp_path)
+    loaded = DiGPreTrainingConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert isinstance(loaded.encoder, DiGEncoderConfig) and not loaded.encoder.use_final_norm
+
+
+def test_forward_losses_and_gradients():
+    model = _tiny_model().train()
+    batch = _batch()
+    output = model(**batch, momentum=0.99)
+    assert output.mim_prediction.shape == (4, 179, 48) and output.mim_target.shape == (4, 179, 48)
+    assert output.mim_reconstruction.shape == (4, 256, 48)
+    assert output.q1.shape == (16, 16) and output.k2.shape == (16, 16)
+    assert output.window_features.shape == (8, 4, 32)
+    # The MIM target is the un-normalised original view at the masked patches, in (row, col, channel) order.
+    expected_target = patchify(batch["pixel_values"] * 0.5 + 0.5, 4)[batch["bool_masked_pos"]].reshape(4, 179, 48)
+    torch.testing.assert_close(output.mim_target, expected_target, atol=0, rtol=0)
+    torch.testing.assert_close(output.mim_loss, F.mse_loss(output.mim_prediction, output.mim_target))
+    torch.testing.assert_close(output.loss, output.mim_loss + 0.1 * output.contrastive_loss)
+    output.loss.backward()
+    assert model.encoder.mask_token.grad is not None and model.encoder.mask_token.grad.abs().sum() > 0
+    assert model.pix_projector[0].weight.grad is not None and model.predictor[0].weight.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in model.momentum_encoder.parameters())
+
+
+def test_momentum_branch_starts_equal_and_follows_the_default_momentum():
+    model = _tiny_model()
+    for (name, online), (_, target) in zip(model.encoder.named_parameters(), model.momentum_encoder.named_parameters()):
+        assert torch.equal(online, target), name
+    with torch.no_grad():
+        model.encoder.blocks[0].mlp.fc1.weight.add_(1.0)
+    before = model.momentum_encoder.blocks[0].mlp.fc1.weight.clone()
+    model.eval()
+    with torch.no_grad():
+        model(**_batch())  # eval without momentum: no EMA update
+    assert torch.equal(model.momentum_encoder.blocks[0].mlp.fc1.weight, before)
+    model.train()
+    with torch.no_grad():
+        model(**_batch())  # train without momentum: config.momentum (0.99)
+    torch.testing.assert_close(model.momentum_encoder.blocks[0].mlp.fc1.weight, before + 0.01)
+
+
+def test_bad_mask_shape_is_a_clear_error():
+    model = _tiny_model()
+    batch = _batch()
+    batch["bool_masked_pos"] = batch["bool_masked_pos"][:, :128]
+    with pytest.raises(ValueError, match="bool_masked_pos"):
+        model(**batch)
+
+
+def test_contrastive_labels_are_offset_by_rank(monkeypatch):
+    """Under DDP each process's positives sit after the keys of the lower ranks in the gathered key matrix."""
+    generator = torch.Generator().manual_seed(0)
+    queries, keys, other_keys = (torch.randn(6, 8, generator=generator) for _ in range(3))
+    monkeypatch.setattr(pretraining_module, "_world", lambda: (2, 1))
+    monkeypatch.setattr(pretraining_module, "gather_keys", lambda k: torch.cat([F.normalize(other_keys, dim=1), k]))
+    loss, _ = contrastive_loss(queries, keys, 0.2)
+    logits = F.normalize(queries, dim=1) @ torch.cat([F.normalize(other_keys, dim=1), F.normalize(keys, dim=1)]).T / 0.2
+    expected = F.cross_entropy(logits, torch.arange(6) + 6) * 0.4
+    torch.testing.assert_close(loss, expected)
+
+
+def test_momentum_schedule():
+    assert momentum_schedule(0, 100) == pytest.approx(0.99)
+    assert momentum_schedule(50, 100) == pytest.approx(0.995)
+    assert momentum_schedule(100, 100) == pytest.approx(1.0)
+
+
+def test_patchify_round_trip_and_order():
+    pixels = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    patches = patchify(pixels, 4)
+    assert patches.shape == (2, 6, 48)
+    # patch 1 = row 0, col 1; element (p1=0, p2=1, c=2) sits at (p1 * 4 + p2) * 3 + c
+    assert patches[0, 1, (0 * 4 + 1) * 3 + 2] == pixels[0, 2, 0, 4 + 1]
+    assert torch.equal(unpatchify(patches, 4, (2, 3), 3), pixels)
+
+
+def test_auto_classes(tmp_path):
+    from transformers import AutoConfig, AutoModelForPreTraining
+
+    register_dig_pretraining_auto_classes()
+    model = _tiny_model()
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), DiGPreTrainingConfig)
+    reloaded = AutoModelForPreTraining.from_pretrained(tmp_path)
+    assert isinstance(reloaded, DiGForPreTraining)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    # The non-persistent position table is rebuilt, not left as uninitialised memory.
+    assert torch.equal(reloaded.encoder.position_embeddings, model.encoder.position_embeddings)
+
+
+def test_recognizer_initialised_from_pretraining_folder(tmp_path, caplog):
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+
+    pretrained = _tiny_model()
+    with torch.no_grad():
+        for param in pretrained.parameters():
+            param.add_(0.5)  # far from any default init
+    pretrained.save_pretrained(tmp_path)
+    config = DiGConfig.from_preset("tiny-test")
+    with caplog.at_level(logging.INFO, logger="modeling_dig.convert_pretraining"):
+        recognizer, report = init_recognizer_from_pretraining(tmp_path, config)
+    assert "start fresh" in caplog.text and "initialised" in caplog.text
+    num_blocks = config.encoder.num_hidden_layers
+    assert len(report.loaded) == 3 + 13 * num_blocks  # mask token, patch embed (2), 13 tensors per block
+    assert "encoder.norm.weight" in report.fresh and any(k.startswith("decoder.") for k in report.fresh)
+    assert not any(k.startswith("momentum_") for k in report.loaded)
+    state = recognizer.state_dict()
+    for key in report.loaded:
+        assert torch.equal(state[key], pretrained.state_dict()[key]), key
+    assert torch.equal(state["encoder.norm.weight"], torch.ones_like(state["encoder.norm.weight"]))
+    # Same thing into an existing model (the fine-tuning recipe's `init_from` path).
+    fresh = DiGForTextRecognition(config)
+    again = load_pretrained_encoder(fresh, tmp_path)
+    assert again.loaded == report.loaded
+    assert torch.equal(fresh.state_dict()["encoder.blocks.1.attn.qkv.weight"], state["encoder.blocks.1.attn.qkv.weight"])
+
+
+def test_recognizer_init_rejects_mismatched_sizes(tmp_path):
+    from modeling_dig import DiGConfig
+
+    _tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pre-training shape"):
+        init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test", encoder={"hidden_size": 64}))

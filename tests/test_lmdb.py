@@ -1,0 +1,222 @@
+"""STR LMDB reading and writing: round trips, counted skips, clear errors, cache keys, atomic writes."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import datasets
+import lmdb
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from processing.labels import LabelNormalizer
+from processing.lmdb_dataset import (
+    CORRUPT_IMAGE,
+    EXTREME_ASPECT_RATIO,
+    IMAGE_TOO_SMALL,
+    MISSING_KEY,
+    STRLmdbDataset,
+    SkipCounter,
+    find_lmdbs,
+    load_str_lmdb,
+    stream_str_lmdb,
+)
+from processing.lmdb_writer import read_labels_file, write_lmdb_from_dataset, write_lmdb_from_folder, write_str_lmdb
+
+
+def png(width: int = 24, height: int = 8, value: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    pixels = (np.arange(width * height * 3).reshape(height, width, 3) * 7 + value) % 256
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def raw_lmdb(folder: Path, records: dict[bytes, bytes]) -> Path:
+    """Write arbitrary keys (bypassing the validating writer) to build broken LMDBs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with lmdb.open(str(folder), map_size=1 << 22) as env, env.begin(write=True) as txn:
+        for key, value in records.items():
+            txn.put(key, value)
+    return folder
+
+
+def bad_records() -> dict[bytes, bytes]:
+    labels = ["good", "x" * 30, "corrupt", "tiny", "日本", "wide", "fine", "nolabel"]
+    images = [png(), png(), b"not an image", png(5, 1), png(), png(300, 4), png(value=3), png()]
+    records = {b"num-samples": str(len(labels) + 1).encode()}  # record 9 has neither key
+    for index, (label, image) in enumerate(zip(labels, images), start=1):
+        records[f"image-{index:09d}".encode()] = image
+        if label != "nolabel":
+            records[f"label-{index:09d}".encode()] = label.encode()
+    return records
+
+
+def test_round_trip_keeps_labels_and_pixels(tmp_path):
+    images = [Image.fromarray(np.full((10, 30, 3), v, np.uint8)) for v in (0, 100, 200)]
+    labels = ["Hello", "wörld", "a b"]
+    assert write_str_lmdb(tmp_path / "db", zip(images, labels)) == 3
+    ds = load_str_lmdb(tmp_path / "db", cache_dir=str(tmp_path / "cache"))  # no normalizer: raw labels
+    assert ds["label"] == labels
+    assert ds["source"] == ["db"] * 3
+    for row, image in zip(ds, images):
+        assert np.array_equal(np.asarray(row["image"].convert("RGB")), np.asarray(image))
+    normalized = load_str_lmdb(tmp_path / "db", LabelNormalizer(), cache_dir=str(tmp_path / "cache"))
+    assert normalized["label"] == ["Hello", "world", "ab"]
+
+
+def test_skips_are_counted_by_reason_never_substituted(tmp_path):
+    raw_lmdb(tmp_path / "bad", bad_records())
+    skips = SkipCounter()
+    ds = load_str_lmdb(tmp_path / "bad", LabelNormalizer(), cache_dir=str(tmp_path / "cache"), skips=skips)
+    assert ds["label"] == ["good", "fine"]  # exactly the usable records, in order, none repeated
+    assert dict(skips.counts) == {
+        "label_too_long": 1,
+        CORRUPT_IMAGE: 1,
+        IMAGE_TOO_SMALL: 1,
+        "empty_after_normalisation": 1,
+        EXTREME_ASPECT_RATIO: 1,
+        MISSING_KEY: 2,
+    }
+    assert skips.examples[CORRUPT_IMAGE] == ["bad:3"]
+    assert skips.examples[MISSING_KEY] == ["bad:8", "bad:9"]
+    assert "skipped 7 records" in skips.report()
+    # the same filter for the streaming and the torch readers
+    assert [row["label"] for row in stream_str_lmdb(tmp_path / "bad", LabelNormalizer())] == ["good", "fine"]
+    torch_ds = STRLmdbDataset(tmp_path / "bad", LabelNormalizer(), image_check="full")
+    assert [torch_ds[i]["label"] for i in range(len(torch_ds))] == ["good", "fine"]
+    assert torch_ds.skips.total == 7
+    relaxed = load_str_lmdb(tmp_path / "bad", LabelNormalizer(), max_aspect_ratio=None, cache_dir=str(tmp_path / "c2"))
+    assert relaxed["label"] == ["good", "wide", "fine"]
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ({b"image-000000001": b"x", b"label-000000001": b"a"}, "no 'num-samples'"),
+        ({b"num-samples": b"0"}, "is empty"),
+        ({b"num-samples": b"three"}, "expected an ASCII integer"),
+    ],
+)
+def test_structural_problems_are_clear_errors(tmp_path, records, message):
+    folder = raw_lmdb(tmp_path / "broken", records)
+    for read in (load_str_lmdb, stream_str_lmdb, STRLmdbDataset):
+        with pytest.raises(ValueError, match=message) as error:
+            read(folder)
+        assert str(folder) in str(error.value)
+
+
+def test_not_an_lmdb_and_empty_root(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "data.mdb").write_bytes(b"this is not an lmdb file" * 100)
+    with pytest.raises(ValueError, match="not a readable LMDB"):
+        STRLmdbDataset(tmp_path / "junk")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(FileNotFoundError, match="no data.mdb found under"):
+        load_str_lmdb(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_lmdbs(tmp_path / "missing")
+
+
+def test_root_of_lmdbs_named_by_relative_folder(tmp_path):
+    write_str_lmdb(tmp_path / "test" / "IIIT5k", [(png(), "one"), (png(), "two")])
+    write_str_lmdb(tmp_path / "test" / "new" / "ArT", [(png(), "three")])
+    assert [name for name, _ in find_lmdbs(tmp_path / "test")] == ["IIIT5k", "new/ArT"]
+    ds = load_str_lmdb(tmp_path / "test", cache_dir=str(tmp_path / "cache"))
+    assert list(zip(ds["source"], ds["label"])) == [("IIIT5k", "one"), ("IIIT5k", "two"), ("new/ArT", "three")]
+
+
+def test_changed_lmdb_at_same_path_is_not_read_from_stale_cache(tmp_path):
+    cache = str(tmp_path / "cache")
+    write_str_lmdb(tmp_path / "db", [(png(), "old"), (png(), "data")])
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache)["label"] == ["old", "data"]
+    hit = SkipCounter()
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache, skips=hit)["label"] == ["old", "data"]
+    assert hit.seen == 0  # unchanged LMDB: served from the Arrow cache
+    write_str_lmdb(tmp_path / "db", [(png(), "new"), (png(), "data")], overwrite=True)  # same size, same count
+    miss = SkipCounter()
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache, skips=miss)["label"] == ["new", "data"]
+    assert miss.seen == 2
+    # a different label pipeline is a different cache entry too
+    assert load_str_lmdb(tmp_path / "db", LabelNormalizer(charset="new"), cache_dir=cache)["label"] == ["new"]
+
+
+def test_torch_dataset_reopens_env_lazily_and_pickles(tmp_path):
+    write_str_lmdb(tmp_path / "db", [(png(value=v), f"w{v}") for v in range(4)])
+    ds = STRLmdbDataset(tmp_path / "db", transform=_to_tensor)
+    assert ds._envs == {}  # nothing opened until an item is read
+    first = ds[0]
+    assert first["label"] == "w0" and first["image"].shape == (8, 24, 3)
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives
+    assert clone._envs == {}
+    assert torch.equal(clone[3]["image"], ds[3]["image"])
+
+
+def _to_tensor(image):
+    return torch.from_numpy(np.asarray(image).copy())
+
+
+@pytest.mark.slow
+def test_torch_dataset_with_two_dataloader_workers(tmp_path):
+    write_str_lmdb(tmp_path / "db", [(png(value=v), f"w{v}") for v in range(10)])
+    ds = STRLmdbDataset(tmp_path / "db", transform=_to_tensor)
+    ds[0]  # the parent's handle must not leak into the workers
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    labels = [label for batch in loader for label in batch["label"]]
+    assert labels == [f"w{v}" for v in range(10)]
+    assert ds[9]["label"] == "w9"  # the parent's handle still works after the workers closed their copies
+
+
+def test_interrupted_write_leaves_nothing_that_looks_complete(tmp_path):
+    def samples():
+        yield png(), "one"
+        yield png(), "two"
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_str_lmdb(tmp_path / "db", samples())
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary folder
+
+    write_str_lmdb(tmp_path / "db", [(png(), "kept")])
+    with pytest.raises(ValueError, match="sample #2: the image bytes do not decode"):
+        write_str_lmdb(tmp_path / "db", [(png(), "a"), (b"garbage", "b")], overwrite=True)
+    assert load_str_lmdb(tmp_path / "db", cache_dir=str(tmp_path / "cache"))["label"] == ["kept"]  # old one intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "db"]
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_str_lmdb(tmp_path / "db", [(png(), "x")])
+
+
+def test_write_from_folder(tmp_path):
+    (tmp_path / "images" / "sub").mkdir(parents=True)
+    (tmp_path / "images" / "a.png").write_bytes(png(value=1))
+    (tmp_path / "images" / "sub" / "b.png").write_bytes(png(value=2))
+    (tmp_path / "gt.txt").write_text("a.png\tNew York\n\nsub/b.png   hello\n", encoding="utf-8")
+    assert read_labels_file(tmp_path / "gt.txt") == [("a.png", "New York"), ("sub/b.png", "hello")]
+    assert write_lmdb_from_folder(tmp_path / "images", tmp_path / "gt.txt", tmp_path / "db") == 2
+    with lmdb.open(str(tmp_path / "db"), readonly=True, lock=False) as env, env.begin() as txn:
+        assert txn.get(b"image-000000002") == png(value=2)  # encoded bytes stored unchanged
+        assert txn.get(b"label-000000001").decode() == "New York"
+    (tmp_path / "gt.txt").write_text("a.png hello\nmissing.png x\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        write_lmdb_from_folder(tmp_path / "images", tmp_path / "gt.txt", tmp_path / "db2")
+    (tmp_path / "gt.txt").write_text("a.png\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="gt.txt:1"):
+        write_lmdb_from_folder(tmp_path / "images", tmp_path / "gt.txt", tmp_path / "db3")
+    assert not (tmp_path / "db2").exists() and not (tmp_path / "db3").exists()
+
+
+def test_write_from_dataset_keeps_encoded_bytes(tmp_path):
+    images = [png(value=5), png(value=6)]
+    ds = datasets.Dataset.from_dict(
+        {"img": [{"bytes": b, "path": None} for b in images], "text": ["x", "y"]},
+        features=datasets.Features({"img": datasets.Image(), "text": datasets.Value("string")}),
+    )
+    assert write_lmdb_from_dataset(ds, tmp_path / "db", image_column="img", label_column="text") == 2
+    with lmdb.open(str(tmp_path / "db"), readonly=True, lock=False) as env, env.begin() as txn:
+        assert txn.get(b"num-samples") == b"2"
+        assert [txn.get(f"image-{i:09d}".encode()) for i in (1, 2)] == images
+    with pytest.raises(KeyError, match="'label'"):
+        write_lmdb_from_dataset(ds, tmp_path / "db2", image_column="img")

@@ -1,0 +1,208 @@
+"""train_ocr: pre-train, fine-tune, evaluate and read with the DiG / CLIP4STR recognizers.
+
+    train_ocr finetune --config dig_small_finetune data.train=[/data/train] data.val=[/data/val]
+    train_ocr evaluate --model outputs/dig --data /data/test --cased --output results.json
+    train_ocr read --model outputs/dig word1.png images/
+    train_ocr pretrain --config dig_small_pretrain
+    train_ocr quickstart                   # synthetic data -> fine-tune -> evaluate -> read, on CPU
+
+Recipes are YAML files (configs/, or any path); `key=value` arguments override them with dotted keys. Multi-GPU or
+multi-process: `accelerate launch [--num_processes N] train_ocr.py finetune ...` (the Trainer handles DDP).
+The logic lives in training/; this file only parses and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = REPO_ROOT / "configs"
+if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "training").is_dir():
+    # The `train_ocr` console script runs from anywhere; `training/` sits beside this file.
+    sys.path.insert(0, str(REPO_ROOT))
+QUICKSTART_RECIPES = {"dig": "quickstart_dig", "clip4str": "quickstart_clip4str"}
+
+logger = logging.getLogger("train_ocr")
+
+
+def resolve_config(name: str | None) -> Path | None:
+    """A recipe path, or the name of a file in configs/ (with or without .yaml)."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise SystemExit(f"error: recipe {name!r} not found (not a file, not in {CONFIG_DIR}); shipped recipes: {shipped}")
+
+
+def _recipe_help(cls: Any = None) -> str:
+    from training.recipes import Recipe, describe
+
+    return "recipe keys (override any with key=value; dotted keys reach nested sections):\n" + "\n".join(
+        describe(cls or Recipe)
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train_ocr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="logging verbosity (default: info)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def recipe_args(sub: argparse.ArgumentParser, required: bool) -> None:
+        sub.add_argument("--config", required=required, help="recipe YAML: a path or a name in configs/")
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                         help="recipe overrides, e.g. train.max_steps=100 optim.base_lr=3e-4 model.preset=vit-small")
+
+    sub = commands.add_parser("finetune", help="fine-tune DiG or CLIP4STR (model.type) with transformers.Trainer",
+                              formatter_class=raw, epilog=_recipe_help(),
+                              description="Fine-tune on STR LMDBs; resumes from the last checkpoint with "
+                                          "train.resume=auto. Saves model, processor, recipe.yaml, curves PNG.")
+    recipe_args(sub, required=False)
+
+    sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (training.pretrain)",
+                              formatter_class=raw, description="Dispatches to training.pretrain.run_pretraining "
+                              "with the recipe read into training.pretrain.PretrainRecipe.",
+                              epilog="recipe keys: see `PretrainRecipe` in training/pretrain.py and "
+                                     "configs/dig_small_pretrain.yaml")
+    recipe_args(sub, required=True)
+
+    sub = commands.add_parser("evaluate", help="score a saved model on benchmark LMDBs (table + JSON)",
+                              formatter_class=raw, epilog=_recipe_help(),
+                              description="Per benchmark: accuracy (36-char case-insensitive), 1-NED, mean "
+                                          "confidence, samples, skipped; plus the sample-weighted average.")
+    sub.add_argument("--model", help="saved model folder (evaluate.model)")
+    sub.add_argument("--data", help="PARSeq-style test/ root or one LMDB folder (evaluate.data)")
+    sub.add_argument("--cased", action="store_true", default=None, help="add 94-char case-sensitive accuracy")
+    sub.add_argument("--output", help="results JSON path (default <model>/results.json)")
+    sub.add_argument("--batch-size", type=int, help="evaluation batch (evaluate.batch_size)")
+    sub.add_argument("--num-beams", type=int, help="beam width, 1 = greedy (evaluate.num_beams)")
+    sub.add_argument("--max-samples", type=int, help="only the first N samples per benchmark")
+    sub.add_argument("--normalization", help="image normalisation preset (CLIP4STR: clip | test); default: as saved")
+    recipe_args(sub, required=False)
+
+    sub = commands.add_parser("read", help="read text from image files or folders")
+    sub.add_argument("--model", required=True, help="saved model folder")
+    sub.add_argument("images", nargs="+", help="image files and/or folders of images")
+    sub.add_argument("--batch-size", type=int, default=64, help="images per generate() call (default 64)")
+    sub.add_argument("--num-beams", type=int, default=1, help="beam width (default 1 = greedy)")
+    sub.add_argument("--pipeline", action="store_true", help='go through pipeline("image-to-text") instead of '
+                                                             "model.generate")
+    sub.add_argument("--output", help="also write the results as JSON here")
+
+    sub = commands.add_parser("quickstart", help="synthetic data -> fine-tune -> evaluate -> read, on CPU",
+                              formatter_class=raw, epilog=_recipe_help(),
+                              description="Renders synthetic LMDBs, fine-tunes the reduced model(s) of "
+                                          "configs/quickstart_<model>.yaml, prints the test table and reads sample "
+                                          "images with pipeline('image-to-text').")
+    sub.add_argument("--model", choices=["dig", "clip4str", "both"], default="dig", help="which model(s) (default dig)")
+    sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to each quickstart recipe")
+    return parser
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from training.finetune import run_finetune
+    from training.recipes import load_recipe
+
+    recipe = load_recipe(resolve_config(args.config), args.overrides)
+    result = run_finetune(recipe)
+    print(json.dumps({"output_dir": str(result.output_dir), "global_step": result.global_step,
+                      "train_loss": result.train_loss, **result.eval_metrics}, indent=2, default=str))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from training import pretrain
+    from training.recipes import load_recipe
+
+    cls = pretrain.PretrainRecipe
+    recipe = cls.from_yaml(resolve_config(args.config), args.overrides) if hasattr(cls, "from_yaml") else load_recipe(
+        resolve_config(args.config), args.overrides, cls=cls
+    )
+    pretrain.run_pretraining(recipe)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluation import run_evaluate
+    from training.recipes import load_recipe
+
+    flags = {"model": args.model, "data": args.data, "cased": args.cased, "output": args.output,
+             "batch_size": args.batch_size, "num_beams": args.num_beams, "max_samples": args.max_samples,
+             "normalization": args.normalization}
+    overrides = list(args.overrides) + [f"evaluate.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
+    recipe = load_recipe(resolve_config(args.config), overrides)
+    ev = recipe.evaluate
+    model_dir = ev.model or recipe.train.output_dir
+    if ev.data is None:
+        raise SystemExit("error: no benchmark data: pass --data PATH (or evaluate.data=PATH)")
+    output = ev.output or str(Path(model_dir) / "results.json")
+    run_evaluate(model_dir, ev.data, batch_size=ev.batch_size, cased=ev.cased, num_beams=ev.num_beams,
+                 output=output, max_samples=ev.max_samples, normalization=ev.normalization)
+    return 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from training.evaluation import default_device
+    from training.models import load_saved
+    from training.reading import collect_images, read_images, read_with_pipeline
+
+    paths = collect_images(args.images)
+    if args.pipeline:
+        results = read_with_pipeline(args.model, paths, device=default_device())
+    else:
+        model, processor, _ = load_saved(args.model)
+        model.to(default_device())
+        results = read_images(model, processor, paths, batch_size=args.batch_size, num_beams=args.num_beams)
+    for row in results:
+        confidence = "-" if row["confidence"] is None else f"{row['confidence']:.4f}"
+        print(f"{row['file']}\t{row['text']}\t{confidence}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from training.quickstart import run_quickstart
+
+    models = ["dig", "clip4str"] if args.model == "both" else [args.model]
+    for name in models:
+        start = time.time()
+        summary = run_quickstart(resolve_config(QUICKSTART_RECIPES[name]), args.overrides)
+        summary["wall_time_s"] = round(time.time() - start, 1)
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {"finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "read": cmd_read,
+            "quickstart": cmd_quickstart}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from training.recipes import RecipeError
+
+    try:
+        return COMMANDS[args.command](args)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Recognizer + processor from a recipe's `model` section: fresh, from a saved folder, from DiG pre-training
+weights, or (CLIP4STR) from CLIP weights."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from .recipes import ModelRecipe
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPES = ("dig", "clip4str")
+
+
+def _check_type(model_type: str) -> None:
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model.type must be one of {MODEL_TYPES}, got {model_type!r}")
+
+
+def is_saved_model(path: str | Path) -> bool:
+    """True for a folder written by save_pretrained (config.json + weights)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def build_config(recipe: ModelRecipe) -> Any:
+    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides."""
+    _check_type(recipe.type)
+    values = copy.deepcopy(recipe.config)
+    if recipe.type == "dig":
+        from modeling_dig import DiGConfig
+
+        if recipe.preset is not None:
+            return DiGConfig.from_preset(recipe.preset, **values)
+        return DiGConfig(**values)
+
+    from modeling_clip4str import CLIP4STRConfig
+    from modeling_clip4str.configuration_clip4str import CLIP4STRDecoderConfig, build_preset_kwargs
+
+    # CLIP dimensions (embed_dim, vision_width, ...) are build_preset_kwargs arguments; the rest are config fields.
+    clip_keys = set(inspect.signature(build_preset_kwargs).parameters)
+    clip_dims = {k: values.pop(k) for k in list(values) if k in clip_keys}
+    decoder = values.pop("decoder", None)
+    if recipe.preset is not None:
+        from modeling_clip4str.configuration_clip4str import CLIP4STR_PRESETS
+
+        if recipe.preset not in CLIP4STR_PRESETS:
+            raise ValueError(f"unknown CLIP4STR preset {recipe.preset!r}; choose one of {sorted(CLIP4STR_PRESETS)}")
+        clip_dims = {**CLIP4STR_PRESETS[recipe.preset], **clip_dims}
+    kwargs: dict[str, Any] = build_preset_kwargs(**clip_dims) if clip_dims else {}
+    if decoder is not None:
+        d_model = kwargs["decoder"].d_model if "decoder" in kwargs else decoder.get("d_model", 512)
+        kwargs["decoder"] = CLIP4STRDecoderConfig(**{"d_model": d_model, **decoder})
+    return CLIP4STRConfig(**{**kwargs, **values})
+
+
+def build_processor(model_type: str, config: Any) -> Any:
+    """The model family's processor with the config's label length."""
+    _check_type(model_type)
+    if model_type == "dig":
+        from processing import DiGProcessor
+
+        return DiGProcessor.from_config(config) if hasattr(DiGProcessor, "from_config") else DiGProcessor()
+    from processing import CLIP4STRProcessor
+
+    return CLIP4STRProcessor.from_config(config) if hasattr(CLIP4STRProcessor, "from_config") else CLIP4STRProcessor()
+
+
+def model_class(model_type: str) -> type:
+    _check_type(model_type)
+    if model_type == "dig":
+        from modeling_dig import DiGForTextRecognition
+
+        return DiGForTextRecognition
+    from modeling_clip4str import CLIP4STRForTextRecognition
+
+    return CLIP4STRForTextRecognition
+
+
+def load_saved(path: str | Path) -> tuple[Any, Any, str]:
+    """(model, processor, model_type) from a save_pretrained folder (ours, loaded without remote code)."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not is_saved_model(path):
+        raise FileNotFoundError(f"{path} is not a saved model folder (no config.json); pass the output_dir of a "
+                                "finetune run or a converted checkpoint folder")
+    model_type = AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"{path}: model_type {model_type!r} is not a recognizer ({MODEL_TYPES})")
+    model = model_class(model_type).from_pretrained(path)
+    processor = _load_processor(path, model_type, model.config)
+    return model, processor, model_type
+
+
+def _load_processor(path: Path, model_type: str, config: Any) -> Any:
+    if model_type == "dig":
+        from processing import DiGProcessor as cls
+    else:
+        from processing import CLIP4STRProcessor as cls
+    try:
+        return cls.from_pretrained(path)
+    except (OSError, ValueError) as err:  # a converted folder may hold only the model
+        logger.warning("%s: no processor saved (%s); using the %s defaults", path, err, model_type)
+        return build_processor(model_type, config)
+
+
+def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
+    """(model, processor) for fine-tuning, following `recipe.init_from`."""
+    _check_type(recipe.type)
+    init = recipe.init_from
+    if init is not None and is_saved_model(init) and _saved_type(init) == recipe.type:
+        model, processor, _ = load_saved(init)
+        if recipe.config:
+            logger.warning("model.config is ignored when continuing from the saved model %s", init)
+        return model, processor
+    config = build_config(recipe)
+    cls = model_class(recipe.type)
+    model = cls(config)
+    if init is not None:
+        _load_initial_weights(model, recipe.type, Path(init))
+    return model, build_processor(recipe.type, config)
+
+
+def _saved_type(path: str | Path) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
+    except (OSError, ValueError):
+        return None
+
+
+def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:
+    """DiG: encoder from a pre-training folder / original .pth; CLIP4STR: CLIP towers from a CLIP weight file."""
+    if not path.exists():
+        raise FileNotFoundError(f"model.init_from={path} does not exist")
+    if model_type == "dig":
+        from modeling_dig import load_pretrained_encoder
+
+        report = load_pretrained_encoder(model, path)
+    else:
+        from modeling_clip4str import load_clip_weights
+
+        report = load_clip_weights(model, path)
+    logger.info("initial weights from %s: %s", path, report)

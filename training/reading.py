@@ -1,0 +1,68 @@
+"""Reading: image files -> text + confidence with a saved recognizer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files from a mix of files and folders (folders: their image files, sorted, not recursive)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    return files
+
+
+def open_image(path: Path) -> Image.Image:
+    """An RGB PIL image, or a clear error naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path} is not a readable image ({err}); remove it from the inputs") from err
+
+
+def read_images(
+    model: Any, processor: Any, paths: Sequence[Path], batch_size: int = 64, num_beams: int = 1,
+    disable_tqdm: bool = False,
+) -> list[dict[str, Any]]:
+    """[{"file", "text", "confidence"}] for every image, through `model.generate` and the processor's decode."""
+    from .evaluation import recognize
+
+    texts, confidences = recognize(
+        model, processor, (open_image(p) for p in paths), batch_size=batch_size, num_beams=num_beams,
+        total=len(paths), desc="reading", disable_tqdm=disable_tqdm,
+    )
+    return [{"file": str(p), "text": t, "confidence": c} for p, t, c in zip(paths, texts, confidences)]
+
+
+def read_with_pipeline(model_dir: str | Path, paths: Sequence[Path], device: Any = None) -> list[dict[str, Any]]:
+    """The same through `pipeline("image-to-text")` (the saved config declares our custom pipeline)."""
+    from transformers import pipeline
+
+    import processing  # noqa: F401  (registers the scene-text pipeline for in-process use)
+
+    reader = pipeline("image-to-text", model=str(model_dir), device=device, trust_remote_code=True)
+    results = []
+    for path in paths:
+        output = reader(open_image(path))
+        first = output[0] if isinstance(output, list) else output
+        results.append({"file": str(path), "text": first["generated_text"], "confidence": first.get("confidence")})
+    return results

@@ -1,0 +1,45 @@
+"""The quickstart's data: synthetic word images rendered into STR LMDB splits (rendered once, then reused)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .recipes import Recipe
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def synthetic_paths(output_root: str | Path) -> dict[str, Path]:
+    """Split name -> the root holding that split's LMDBs."""
+    return {split: Path(output_root) / split for split in SPLITS}
+
+
+def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path]:
+    """Render `recipe.data.synthetic` unless already there (or `render` is False: another process renders);
+    fill empty data.train / data.val / evaluate.data from its splits."""
+    spec = recipe.data.synthetic
+    if spec is None:
+        raise ValueError("recipe.data.synthetic is not set")
+    paths = synthetic_paths(spec.output_root)
+    present = all(any(p.glob("**/data.mdb")) for p in paths.values() if p.is_dir()) and all(
+        p.is_dir() for p in paths.values()
+    )
+    if render and (spec.overwrite or not present):
+        from processing.synthetic import build_synthetic_benchmark
+
+        logger.info("rendering synthetic LMDBs into %s", spec.output_root)
+        build_synthetic_benchmark(spec.output_root, num_train=spec.num_train, num_val=spec.num_val,
+                                  num_test=spec.num_test, seed=spec.seed, difficulty=spec.difficulty,
+                                  num_workers=spec.num_workers, overwrite=True)
+    else:
+        logger.info("reusing the synthetic LMDBs in %s", spec.output_root)
+    if not recipe.data.train:
+        recipe.data.train = [str(paths["train"])]
+    if not recipe.data.val:
+        recipe.data.val = [str(paths["val"])]
+    if recipe.evaluate.data is None:
+        recipe.evaluate.data = str(paths["test"])
+    return paths
