@@ -49,7 +49,8 @@ _CLIP_RENAMES = {
 
 _CLIP_TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "text_projection.weight"}
 
-_CLIP_IGNORED = {"input_resolution", "context_length", "vocab_size"}  # ints some OpenAI files carry
+# ints some OpenAI files carry, and open_clip's causal mask buffer (rebuilt by the text tower, not a weight)
+_CLIP_IGNORED = {"input_resolution", "context_length", "vocab_size", "attn_mask"}
 
 _DECODER_RENAMES = {
     "pos_queries": "pos_queries",
@@ -200,7 +201,7 @@ class LoadReport:
         for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("mis-shaped", self.mismatched)):
             if keys:
                 lines.append(f"  {len(keys)} {label}: " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
-        lines.append("The checkpoint does not match the inferred architecture; check that it is a CLIP4STR (VL4STR) file.")
+        lines.append("The weights do not match the architecture inferred from them; check the file is the expected kind.")
         raise ValueError("\n".join(lines))
 
 

@@ -2,8 +2,8 @@
 and the converter of original checkpoints (`python -m modeling_dig.convert_original_checkpoint`).
 
 Importing this package registers the classes with the Auto API (AutoConfig "dig", AutoModel,
-AutoModelForImageTextToText, AutoModelForTextRecognition and, once the processing classes exist, AutoTokenizer,
-AutoImageProcessor and AutoProcessor).
+AutoModelForImageTextToText, AutoModelForTextRecognition, and the processing classes of `processing`:
+AutoTokenizer, AutoImageProcessor, AutoProcessor, plus the "image-to-text" scene-text pipeline).
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ def _register_processing_classes() -> None:
         from transformers import AutoProcessor
 
         AutoProcessor.register(DiGConfig, DiGProcessor, exist_ok=True)
+    try:
+        from processing.pipeline_scene_text import register_scene_text_pipeline
+    except ImportError as error:
+        logger.debug("scene-text pipeline not available: %s", error)
+    else:
+        register_scene_text_pipeline()
 
 
 register_dig_auto_classes()

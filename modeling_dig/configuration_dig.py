@@ -13,6 +13,14 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
+try:  # the library's pipeline routing; transformers' remote-code import check skips `try` blocks
+    from processing.pipeline_scene_text import SceneTextPipelinesConfigMixin
+except ImportError:  # remote code without the library: `custom_pipelines` is a plain config attribute
+
+    class SceneTextPipelinesConfigMixin:
+        pass
+
+
 # Special ids of the 97-class vocabulary (0..93 characters, then EOS, PAD, UNK) and the decoder-only BOS row.
 DIG_EOS_TOKEN_ID = 94
 DIG_PAD_TOKEN_ID = 95
@@ -198,7 +206,7 @@ DIG_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @strict
-class DiGConfig(PreTrainedConfig):
+class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     r"""
     DiG text recognizer: `encoder` ([`DiGEncoderConfig`]) -> `linear_norm` bridge (Linear + LayerNorm) -> `decoder`
     ([`DiGDecoderConfig`]).
@@ -212,6 +220,9 @@ class DiGConfig(PreTrainedConfig):
             accumulation the Trainer divides by the number of micro-batches) or "token" (summed NLL / labelled tokens,
             honouring the Trainer's `num_items_in_batch`, exact under accumulation with unequal micro-batches).
         decoder_start_token_id, bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special ids.
+
+    The saved config.json declares `custom_pipelines["image-to-text"]` (see processing/pipeline_scene_text.py) so
+    that `pipeline("image-to-text", model=folder, trust_remote_code=True)` works without this library.
 
     Example:
         >>> config = DiGConfig.from_preset("vit-small")
@@ -252,7 +263,7 @@ class DiGConfig(PreTrainedConfig):
         return self.decoder.max_label_length
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs: Any) -> "DiGConfig":
+    def from_preset(cls, name: str, **kwargs: Any) -> DiGConfig:
         """A config of one of the paper's sizes ("vit-tiny", "vit-small" = released, "vit-base") or "tiny-test".
 
         `encoder=` / `decoder=` dicts in kwargs update the preset's sub-config fields; other kwargs go to DiGConfig.

@@ -17,7 +17,6 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -53,9 +52,15 @@ _KEY_RULES: list[tuple[str, str]] = [
     (r"^linear_norm\.1\.(weight|bias)$", r"linear_norm.layer_norm.\1"),
     (r"^decoder\.trg_word_emb\.weight$", "decoder.embed_tokens.weight"),
     (r"^decoder\.position_enc\.position_table$", "decoder.position_table"),
-    (r"^decoder\.layer_stack\.(\d+)\.self_attn\.linear_([qkv])\.weight$", r"decoder.layers.\1.self_attn.\2_proj.weight"),
+    (
+        r"^decoder\.layer_stack\.(\d+)\.self_attn\.linear_([qkv])\.weight$",
+        r"decoder.layers.\1.self_attn.\2_proj.weight",
+    ),
     (r"^decoder\.layer_stack\.(\d+)\.self_attn\.fc\.weight$", r"decoder.layers.\1.self_attn.out_proj.weight"),
-    (r"^decoder\.layer_stack\.(\d+)\.enc_attn\.linear_([qkv])\.weight$", r"decoder.layers.\1.cross_attn.\2_proj.weight"),
+    (
+        r"^decoder\.layer_stack\.(\d+)\.enc_attn\.linear_([qkv])\.weight$",
+        r"decoder.layers.\1.cross_attn.\2_proj.weight",
+    ),
     (r"^decoder\.layer_stack\.(\d+)\.enc_attn\.fc\.weight$", r"decoder.layers.\1.cross_attn.out_proj.weight"),
     (r"^decoder\.layer_stack\.(\d+)\.norm1\.(weight|bias)$", r"decoder.layers.\1.self_attn_layer_norm.\2"),
     (r"^decoder\.layer_stack\.(\d+)\.norm2\.(weight|bias)$", r"decoder.layers.\1.cross_attn_layer_norm.\2"),
@@ -66,7 +71,10 @@ _KEY_RULES: list[tuple[str, str]] = [
     (r"^decoder\.classifier\.(weight|bias)$", r"classifier.\1"),
 ]
 # RecModel keeps `self.patch_embed = self.encoder.patch_embed`, so its state dict repeats these tensors
-_ALIAS_KEYS = {"patch_embed.proj.weight": "encoder.patch_embed.proj.weight", "patch_embed.proj.bias": "encoder.patch_embed.proj.bias"}
+_ALIAS_KEYS = {
+    "patch_embed.proj.weight": "encoder.patch_embed.proj.weight",
+    "patch_embed.proj.bias": "encoder.patch_embed.proj.bias",
+}
 
 
 class CheckpointConversionError(ValueError):
@@ -286,7 +294,9 @@ def convert_state_dict(
             lines.append(f"  mapped to keys the model does not have: {extra}")
         if mismatched:
             lines.append("  mis-shaped: " + "; ".join(mismatched))
-        lines.append("Only fine-tuned RecModel checkpoints with --decoder_name tf_decoder-style decoders are supported.")
+        lines.append(
+            "Only fine-tuned RecModel checkpoints with --decoder_name tf_decoder-style decoders are supported."
+        )
         raise CheckpointConversionError("\n".join(lines))
     return {k: v.contiguous() if not v.is_meta else v for k, v in converted.items()}, config
 
@@ -317,7 +327,7 @@ def _save_processing(output_dir: Path, max_label_length: int) -> list[str]:
         if hasattr(obj, "register_for_auto_class"):
             try:
                 obj.register_for_auto_class()
-            except Exception as error:  # remote code registration is best effort for processing classes
+            except (AttributeError, TypeError, ValueError) as error:  # best effort for processing classes
                 logger.warning("could not register %s for remote code: %s", type(obj).__name__, error)
     processor.save_pretrained(output_dir)
     saved.append("processor")

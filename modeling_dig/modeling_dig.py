@@ -8,6 +8,7 @@ decoding by `GenerationMixin.generate`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -523,33 +524,35 @@ class DiGPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Original DiG init for the ViT (xavier-uniform Linears, zero biases), defaults elsewhere; fixed tables
-        are recomputed so that meta-device construction and `from_pretrained` give the exact recipes."""
-        std = self.config.initializer_range
+        """The original initialisation: PyTorch defaults everywhere (the decoder, bridge, classifier and patch
+        embedding never re-initialise), except that the ViT re-initialises its Linears xavier-uniform with zero
+        biases. Fixed tables are recomputed here so that meta-device construction (`from_pretrained`) gets the exact
+        recipes. Children are initialised before parents, so the encoder's rule overrides the generic Linear one."""
         if isinstance(module, DiGViTEncoder):
             init.copy_(
                 module.position_embeddings,
                 encoder_sincos_table(module.config.num_patches, module.config.hidden_size),
             )
             if module.mask_token is not None:
-                init.trunc_normal_(module.mask_token, std=std)
-        elif isinstance(module, DiGViTAttention):
-            init.xavier_uniform_(module.qkv.weight)
-            if module.q_bias is not None:
-                init.zeros_(module.q_bias)
-                init.zeros_(module.v_bias)
+                init.zeros_(module.mask_token)
+            for submodule in module.modules():
+                if isinstance(submodule, nn.Linear):
+                    init.xavier_uniform_(submodule.weight)
+                    if submodule.bias is not None:
+                        init.zeros_(submodule.bias)
+                elif isinstance(submodule, DiGViTAttention) and submodule.q_bias is not None:
+                    init.zeros_(submodule.q_bias)
+                    init.zeros_(submodule.v_bias)
         elif isinstance(module, DiGDecoder):
             init.copy_(module.position_table, decoder_sincos_table(module.config.n_position, module.config.d_model))
-        elif isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
-            if module.bias is not None:
-                init.zeros_(module.bias)
+                fan_in = module.weight[0].numel()
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
+            init.normal_(module.weight, mean=0.0, std=1.0)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -587,8 +590,10 @@ def shift_labels_right(labels: torch.LongTensor, start_token_id: int, pad_token_
 class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
     """DiG scene-text recognizer: `encoder` (ViT) -> `linear_norm` -> `decoder` -> `classifier`.
 
-    Decode with `generate(pixel_values)`: ids start with the BOS start token (97), stop at EOS (94) and are never
-    longer than `max_label_length + 1` (+ the start token). Greedy decoding equals the original's 25-step loop.
+    Decode with `generate(pixel_values)`: ids start with the BOS start token (97), stop at EOS (94) and hold at most
+    `max_label_length` (25) generated ids after it (`generation_config.max_length` 26), like the original's 25-step
+    loop; greedy decoding reproduces it. `use_cache=False` is the uncached reference mode (prefix and memory
+    projections recomputed at every step).
     """
 
     is_scene_text_recognizer = True
@@ -682,9 +687,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
 
         if labels is not None and decoder_input_ids is None:
-            decoder_input_ids = shift_labels_right(
-                labels, self.config.decoder_start_token_id, self.config.pad_token_id
-            )
+            decoder_input_ids = shift_labels_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
             use_cache = False if use_cache is None else use_cache
         if decoder_input_ids is None:
             raise ValueError("Pass `labels` (training) or `decoder_input_ids`, or decode with `generate()`.")

@@ -40,24 +40,24 @@ def _warp_affine_expand(image: Image.Image, matrix: np.ndarray, fill: tuple[int,
     width, height = image.size
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64) - [width / 2, height / 2]
     mapped = corners @ matrix.T
-    out_w = max(1, int(math.ceil(mapped[:, 0].max() - mapped[:, 0].min())))
-    out_h = max(1, int(math.ceil(mapped[:, 1].max() - mapped[:, 1].min())))
+    out_w = max(1, math.ceil(mapped[:, 0].max() - mapped[:, 0].min()))
+    out_h = max(1, math.ceil(mapped[:, 1].max() - mapped[:, 1].min()))
     inverse = np.linalg.inv(matrix)
     # PIL wants output -> input: x_in = inverse @ (x_out - out_centre) + in_centre
     offset = np.array([width / 2, height / 2]) - inverse @ np.array([out_w / 2, out_h / 2])
     coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
-    return image.transform((out_w, out_h), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor=fill)
+    return image.transform(
+        (out_w, out_h), Image.Transform.AFFINE, coefficients, Image.Resampling.BICUBIC, fillcolor=fill
+    )
 
 
-def _warp_perspective(
-    image: Image.Image, destination: list[tuple[float, float]], fill: tuple[int, ...]
-) -> Image.Image:
+def _warp_perspective(image: Image.Image, destination: list[tuple[float, float]], fill: tuple[int, ...]) -> Image.Image:
     """Map the image corners to `destination` (clockwise from top-left) and crop to their bounding box."""
     width, height = image.size
     source = [(0, 0), (width - 1, 0), (width - 1, height - 1), (0, height - 1)]
     xs, ys = [p[0] for p in destination], [p[1] for p in destination]
     left, top = max(0, int(min(xs))), max(0, int(min(ys)))
-    right, bottom = max(left + 1, int(math.ceil(max(xs)))), max(top + 1, int(math.ceil(max(ys))))
+    right, bottom = max(left + 1, math.ceil(max(xs))), max(top + 1, math.ceil(max(ys)))
     shifted = [[x - left, y - top] for x, y in destination]
     return image.transform(
         (right - left, bottom - top),
@@ -257,7 +257,9 @@ class PARSeqRandAugment:
         if name == "Invert":
             return ImageOps.invert(image)
         if name == "Rotate":
-            return image.rotate(self._signed(level * self.rotate_deg), Image.Resampling.BILINEAR, expand=True, fillcolor=_FILL)
+            return image.rotate(
+                self._signed(level * self.rotate_deg), Image.Resampling.BILINEAR, expand=True, fillcolor=_FILL
+            )
         if name == "PosterizeIncreasing":
             return ImageOps.posterize(image, 4 - int(level * 4))
         if name == "SolarizeIncreasing":
@@ -267,21 +269,33 @@ class PARSeqRandAugment:
             added = np.clip(pixels + int(level * 110), 0, 255)
             return Image.fromarray(np.where(pixels < 128, added, pixels).astype(np.uint8))
         if name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing"):
-            enhancer = {"Color": ImageEnhance.Color, "Contrast": ImageEnhance.Contrast, "Brightness": ImageEnhance.Brightness}
+            enhancer = {
+                "Color": ImageEnhance.Color,
+                "Contrast": ImageEnhance.Contrast,
+                "Brightness": ImageEnhance.Brightness,
+            }
             factor = 1.0 + self._signed(level * 0.9)
             return enhancer[name.removesuffix("Increasing")](image).enhance(factor)
         if name == "ShearX":
             s = self._signed(level * self.shear_x_pct)
-            return image.transform(image.size, Image.Transform.AFFINE, (1, s, 0, 0, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL)
+            return image.transform(
+                image.size, Image.Transform.AFFINE, (1, s, 0, 0, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL
+            )
         if name == "ShearY":
             s = self._signed(level * self.shear_y_pct)
-            return image.transform(image.size, Image.Transform.AFFINE, (1, 0, 0, s, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL)
+            return image.transform(
+                image.size, Image.Transform.AFFINE, (1, 0, 0, s, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL
+            )
         if name == "TranslateXRel":
             dx = self._signed(level * self.translate_x_pct) * width
-            return image.transform(image.size, Image.Transform.AFFINE, (1, 0, dx, 0, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL)
+            return image.transform(
+                image.size, Image.Transform.AFFINE, (1, 0, dx, 0, 1, 0), Image.Resampling.BILINEAR, fillcolor=_FILL
+            )
         if name == "TranslateYRel":
             dy = self._signed(level * self.translate_y_pct) * height
-            return image.transform(image.size, Image.Transform.AFFINE, (1, 0, 0, 0, 1, dy), Image.Resampling.BILINEAR, fillcolor=_FILL)
+            return image.transform(
+                image.size, Image.Transform.AFFINE, (1, 0, 0, 0, 1, dy), Image.Resampling.BILINEAR, fillcolor=_FILL
+            )
         if name == "GaussianBlur":
             # PARSeq caps the radius at 2% of the longer side (at least 1) so small crops stay readable
             radius = round(min(level * 4, max(1, 0.02 * max(width, height))))

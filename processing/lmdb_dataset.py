@@ -42,6 +42,8 @@ FEATURES = datasets.Features(
     {"image": datasets.Image(), "label": datasets.Value("string"), "source": datasets.Value("string")}
 )
 ImageCheck = Literal["none", "header", "full"]
+# What PIL raises for bytes that are not a (complete, sane) image.
+IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 # Bump when the record filtering changes so old Arrow caches are not reused.
 _CACHE_VERSION = "1"
@@ -181,7 +183,7 @@ def check_image(data: bytes, mode: ImageCheck, min_image_dim: int, max_aspect_ra
             width, height = image.size
             if mode == "full":
                 image.load()
-    except Exception:  # PIL raises several types for bad bytes
+    except IMAGE_DECODE_ERRORS:
         return CORRUPT_IMAGE
     if min(width, height) < max(min_image_dim, 1):
         return IMAGE_TOO_SMALL
@@ -264,7 +266,8 @@ def load_str_lmdb(
     skips: SkipCounter | None = None,
 ) -> datasets.Dataset:
     """Read one LMDB or a root of LMDBs into an Arrow-backed `datasets.Dataset` with columns image, label,
-    source. The cache key covers each LMDB's size/mtime/num-samples and the filter settings. Skips are
+    source. `label_normalizer=None` keeps labels as stored; pass `LabelNormalizer()` for PARSeq's pipeline.
+    The cache key covers each LMDB's size/mtime/inode/num-samples and the filter settings. Skips are
     counted into `skips` (when given) and logged while the cache is built; a cache hit reads nothing."""
     lmdbs = find_lmdbs(path_or_root)
     record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
@@ -285,7 +288,9 @@ def load_str_lmdb(
     if skips.seen > seen_before:
         skips.log(str(path_or_root))
     else:
-        logger.info("%s: loaded from the Arrow cache %s (skips were logged when it was built)", path_or_root, fingerprint)
+        logger.info(
+            "%s: loaded from the Arrow cache %s (skips were logged when it was built)", path_or_root, fingerprint
+        )
     return dataset
 
 
@@ -296,8 +301,9 @@ def stream_str_lmdb(
     min_image_dim: int = 2,
     max_aspect_ratio: float | None = 25.0,
 ) -> datasets.IterableDataset:
-    """Stream one LMDB or a root of LMDBs as a `datasets.IterableDataset` (no cache; the LMDBs are
-    sharded over DataLoader workers). Skips are logged at the end of each pass."""
+    """Stream one LMDB or a root of LMDBs as a `datasets.IterableDataset` (no cache). Each LMDB is one
+    shard, so DataLoader workers split the LMDBs between them (a single LMDB feeds a single worker).
+    Skips are logged at the end of each shard."""
     lmdbs = find_lmdbs(path_or_root)
     for _, folder in lmdbs:  # fail now on structural problems rather than on the first batch
         with open_lmdb(folder).begin() as txn:
@@ -361,7 +367,7 @@ class STRLmdbDataset(torch.utils.data.Dataset):
             data = txn.get(f"image-{index:09d}".encode())
         try:
             image = Image.open(io.BytesIO(data)).convert("RGB")
-        except Exception as error:
+        except IMAGE_DECODE_ERRORS as error:
             raise ValueError(
                 f"{folder}: image-{index:09d} does not decode ({error}); build the dataset with "
                 "image_check='full' to skip such records up front"

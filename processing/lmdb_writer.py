@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 ImageLike = bytes | bytearray | memoryview | Image.Image
 
+# What PIL raises for bytes that are not a (complete, sane) image.
+_IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _COMMIT_EVERY = 1000
 _INITIAL_MAP_SIZE = 1 << 28  # 256 MiB; grown on demand (LMDB needs an upper bound up front)
 
@@ -42,7 +44,7 @@ def _encode_image(image: Any, where: str) -> bytes:
         try:
             with Image.open(io.BytesIO(data)) as decoded:
                 decoded.load()
-        except Exception as error:  # PIL raises several types for bad bytes
+        except _IMAGE_DECODE_ERRORS as error:
             raise ValueError(
                 f"{where}: the image bytes do not decode ({type(error).__name__}: {error}); "
                 "fix or remove this image, then write again"
@@ -119,7 +121,9 @@ def write_str_lmdb(
             try:
                 image, label = sample
             except (TypeError, ValueError) as error:
-                raise ValueError(f"sample #{index}: expected an (image, label) pair, got {type(sample).__name__}") from error
+                raise ValueError(
+                    f"sample #{index}: expected an (image, label) pair, got {type(sample).__name__}"
+                ) from error
             yield image, label, f"sample #{index}"
 
     return _write(output_dir, records(), overwrite)

@@ -107,9 +107,12 @@ def _luminance(color: tuple[int, int, int]) -> float:
 
 def _colors(rng: random.Random, min_contrast: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """A (text, background) pair whose luminances differ by at least `min_contrast`."""
+    while True:  # a background that leaves room for the contrast on one side
+        background = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        if max(_luminance(background), 255 - _luminance(background)) >= min_contrast + 10:
+            break
     while True:
-        background = tuple(rng.randrange(256) for _ in range(3))
-        text = tuple(rng.randrange(256) for _ in range(3))
+        text = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
         if abs(_luminance(background) - _luminance(text)) >= min_contrast:
             return text, background
 
@@ -146,7 +149,7 @@ def _perspective(image: Image.Image, rng: random.Random, amount: float, fill: tu
         rhs.extend([u, v])
     coefficients = np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64))
     return image.transform(
-        image.size, Image.Transform.PERSPECTIVE, tuple(coefficients), Image.Resampling.BICUBIC, fillcolor=fill
+        image.size, Image.Transform.PERSPECTIVE, tuple(coefficients), Image.Resampling.BILINEAR, fillcolor=fill
     )
 
 
@@ -174,7 +177,7 @@ def render_word(word: str, rng: random.Random, difficulty: str = "easy") -> Imag
 
     angle = rng.uniform(-level.max_rotation, level.max_rotation)
     if abs(angle) > 0.5:
-        image = image.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=background_color)
+        image = image.rotate(angle, Image.Resampling.BILINEAR, expand=True, fillcolor=background_color)
     if rng.random() < level.perspective_p:
         image = _perspective(image, rng, rng.uniform(0, level.max_perspective), background_color)
     if rng.random() < level.blur_p:
@@ -225,7 +228,10 @@ def render_split(
 ) -> Iterator[tuple[bytes, str]]:
     """Yield `(png_bytes, label)` for one split, in index order whatever the number of workers."""
     chunk = 256  # the word list travels once per chunk, not once per image
-    tasks = [(split, seed, start, min(start + chunk, num_samples), words, difficulty) for start in range(0, num_samples, chunk)]
+    tasks = [
+        (split, seed, start, min(start + chunk, num_samples), words, difficulty)
+        for start in range(0, num_samples, chunk)
+    ]
     if num_workers <= 1:
         for task in tasks:
             yield from _render_chunk(task)

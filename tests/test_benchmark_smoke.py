@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from benchmarks import run
-from benchmarks.recognizers import CLIP4STRBench, DiGBench, benchmark_images
 from benchmarks.report import validate_report
 from benchmarks.timing import measure
 
@@ -38,8 +37,7 @@ def test_every_configuration_is_measured(tiny_report):
             assert ("decode", model, batch, "cached", "sdpa") in rows
             assert ("decode", model, batch, "uncached", "sdpa") in rows
             assert ("decode", model, batch, "cached", "eager") in rows
-        assert ("decode", model, 1, "uncached", "eager") in rows  # eager uncached only at batch 1
-        assert ("decode", model, 2, "uncached", "eager") not in rows
+        assert ("decode", model, 2, "uncached", "eager") not in rows  # the tiny plan times eager cached only
         assert ("train_step", model, 2, "fwd+bwd+adamw", "sdpa") in rows
     for row in tiny_report["rows"]:
         if row["section"] == "decode":
@@ -54,22 +52,10 @@ def test_every_configuration_is_measured(tiny_report):
 
 def test_cached_and_uncached_ids_identical(tiny_report):
     ratios = [r for r in tiny_report["ratios"] if r["name"].endswith("cached / uncached")]
-    assert len(ratios) == 2 * 3  # per model: b1 sdpa, b1 eager, b2 sdpa
+    assert len(ratios) == 2 * 2  # per model: b1 and b2, sdpa
     assert all(r["ids_identical"] is True for r in ratios), [r["name"] for r in ratios if not r["ids_identical"]]
     names = {t["name"] for t in tiny_report["targets"]}
     assert any("greedy cached / uncached" in n for n in names) and any("FLOP/s" in n for n in names)
-
-
-@pytest.mark.parametrize("bench_class", [DiGBench, CLIP4STRBench])
-def test_harness_decoding_is_forced_and_mode_independent(bench_class):
-    """The ids the harness times: same weights, cached == uncached, all steps taken (EOS never ends a row)."""
-    bench = bench_class("tiny")
-    images, words = benchmark_images(3, seed=1)
-    pixel_values = bench.inputs(images, words)["pixel_values"]
-    cached = bench.decode_full_budget(pixel_values, use_cache=True)
-    uncached = bench.decode_full_budget(pixel_values, use_cache=False)
-    assert torch.equal(cached, uncached)
-    assert cached.shape == (3, bench.max_label_length + (0 if bench.family == "dig" else 1))
 
 
 def test_validate_report_names_the_broken_field(tiny_report):

@@ -259,3 +259,33 @@ def test_gradient_checkpointing_gives_same_gradients(pixels):
         loss.backward()
         grads.append(model.visual_decoder.layers[0].linear1.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=0)
+
+
+def test_seq2seq_trainer_trains_and_predicts_with_generate(tmp_path, pixels):
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    model = tiny_model()
+    labels = [[11, 12, 0], [20, 0], [30, 31, 32, 0], [1, 0]]
+    rows = [{"pixel_values": pixels[i], "labels": labels[i]} for i in range(4)]
+
+    def collate(batch):
+        width = max(len(row["labels"]) for row in batch)
+        padded = [row["labels"] + [-100] * (width - len(row["labels"])) for row in batch]
+        return {"pixel_values": torch.stack([row["pixel_values"] for row in batch]), "labels": torch.tensor(padded)}
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+        gradient_accumulation_steps=2, max_steps=1, predict_with_generate=True, use_cpu=True, report_to=[],
+        save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=0,
+    )
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows, data_collator=collate)
+    before = model.visual_decoder.head.weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, model.visual_decoder.head.weight)
+    prediction = trainer.predict(rows)
+    assert prediction.predictions.shape == (4, 9)  # [B, 26-equivalent] ids, no start token
+    assert prediction.metrics["test_loss"] > 0
+    model.eval()
+    with torch.no_grad():
+        expected = model.generate(pixel_values=pixels)
+    assert (torch.as_tensor(prediction.predictions) == expected).all()

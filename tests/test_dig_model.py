@@ -29,7 +29,7 @@ def tiny_model(attn: str = "eager", **overrides) -> DiGForTextRecognition:
     model = DiGForTextRecognition(config).eval()
     # random weights give near-uniform outputs: sharpen the classifier so decoding is not a tie-break lottery
     with torch.no_grad():
-        model.classifier.weight.mul_(20)
+        model.classifier.weight.mul_(5)
     return model
 
 
@@ -61,11 +61,21 @@ def test_config_round_trip_via_auto_config(tmp_path):
 def test_presets_match_the_original_registry():
     small = DiGConfig.from_preset("vit-small")
     enc, dec = small.encoder, small.decoder
-    assert (enc.hidden_size, enc.num_hidden_layers, enc.num_attention_heads, enc.intermediate_size) == (384, 12, 6, 1536)
+    assert (enc.hidden_size, enc.num_hidden_layers, enc.num_attention_heads, enc.intermediate_size) == (
+        384,
+        12,
+        6,
+        1536,
+    )
     assert (dec.d_model, dec.num_hidden_layers, dec.num_attention_heads, dec.ffn_dim) == (512, 6, 8, 256)
     assert DIG_PRESETS["vit-tiny"]["encoder"]["hidden_size"] == 192
     assert DIG_PRESETS["vit-base"]["encoder"]["num_attention_heads"] == 8
-    assert (small.decoder_start_token_id, small.eos_token_id, small.pad_token_id, small.unk_token_id) == (97, 94, 95, 96)
+    assert (small.decoder_start_token_id, small.eos_token_id, small.pad_token_id, small.unk_token_id) == (
+        97,
+        94,
+        95,
+        96,
+    )
     with pytest.raises(ValueError, match="Unknown DiG preset"):
         DiGConfig.from_preset("vit-huge")
 
@@ -117,6 +127,18 @@ def test_label_smoothing_is_the_original_variant():
     assert torch.allclose(out.loss, expected, atol=1e-5)
 
 
+def _deterministic_train(model: DiGForTextRecognition) -> None:
+    """Training mode without dropout / stochastic depth, so two forwards are comparable."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "drop_prob"):
+            module.drop_prob = 0.0
+    model.config.encoder.attention_probs_dropout_prob = 0.0  # read at call time by the attention functions
+    model.config.decoder.attention_dropout = 0.0
+    model.train()
+
+
 def _grads(model: DiGForTextRecognition) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
@@ -126,10 +148,7 @@ def test_gradient_accumulation_matches_one_big_batch(normalization):
     """Replicates the Trainer: with `accepts_loss_kwargs` it passes num_items_in_batch (labels != -100 over all
     micro-batches) and does not rescale; otherwise it divides each micro-batch loss by the accumulation steps."""
     model = tiny_model(loss_normalization=normalization)
-    for module in model.modules():  # deterministic training forward
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    model.train()
+    _deterministic_train(model)
     pixels = images(4, seed=3)
     labels = torch.cat([LABELS, LABELS[:1]])
     full = model(pixel_values=pixels, labels=labels).loss
@@ -170,7 +189,8 @@ def test_eager_and_sdpa_agree():
         b = sdpa(pixel_values=images(), labels=LABELS)
         ids_a = eager.generate(images())
         ids_b = sdpa.generate(images())
-    assert (a.logits - b.logits).abs().max() < 1e-5
+    # logits reach ~15 (sharpened classifier): float32 rounding of the two kernels is relative
+    assert torch.allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     assert torch.equal(ids_a, ids_b)
 
 
@@ -196,14 +216,23 @@ def test_incremental_decoding_equals_full_forward():
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_generate_cached_equals_uncached(num_beams):
+@pytest.mark.parametrize("eos_bias", [None, 9.0])
+def test_generate_cached_equals_uncached(num_beams, eos_bias):
+    """The KV-cached decoding and the uncached reference mode (prefix and memory projections recomputed at every
+    step) give the same ids and logits; eos_bias=9 makes the 4 sequences stop at different steps (9 and 17)."""
     model = tiny_model("sdpa")
+    if eos_bias is not None:
+        with torch.no_grad():
+            model.classifier.bias[94] = eos_bias
     kwargs = {"num_beams": num_beams, "return_dict_in_generate": True, "output_logits": True}
     if num_beams > 1:
         kwargs["output_scores"] = True
     with torch.no_grad():
-        cached = model.generate(images(), use_cache=True, **kwargs)
-        uncached = model.generate(images(), use_cache=False, **kwargs)
+        cached = model.generate(images(4), use_cache=True, **kwargs)
+        uncached = model.generate(images(4), use_cache=False, **kwargs)
+    if eos_bias is not None:
+        stops = (cached.sequences == 94).int().argmax(1)
+        assert len(set(stops.tolist())) > 1 and torch.all(stops > 0)
     assert torch.equal(cached.sequences, uncached.sequences)
     assert cached.sequences.shape[1] <= 26
     for a, b in zip(cached.logits, uncached.logits):
@@ -212,12 +241,13 @@ def test_generate_cached_equals_uncached(num_beams):
         assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5)
 
 
-def test_beam_search_one_beam_is_greedy_and_beams_score_at_least_greedy():
+def test_beam_search_scores_at_least_the_greedy_sequence():
     model = tiny_model()
     with torch.no_grad():
         greedy = model.generate(images(), output_scores=True, return_dict_in_generate=True)
-        beam = model.generate(images(), num_beams=4, length_penalty=0.0, return_dict_in_generate=True,
-                              output_scores=True)
+        beam = model.generate(
+            images(), num_beams=4, length_penalty=0.0, return_dict_in_generate=True, output_scores=True
+        )
         # log-probability of the greedy sequences, same convention as beam scores (sum of token log-probs)
         greedy_logp = torch.stack(greedy.scores, 1).log_softmax(-1)
         chosen = greedy_logp.gather(-1, greedy.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -257,10 +287,7 @@ def test_output_attentions_and_hidden_states_shapes():
 
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = tiny_model()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    model.train()
+    _deterministic_train(model)
     loss = model(pixel_values=images(), labels=LABELS).loss
     loss.backward()
     reference = _grads(model).clone()
@@ -294,8 +321,14 @@ def test_encoder_mask_tokens_replace_patches_before_positions():
 
 
 def test_pretraining_style_encoder_without_final_norm():
-    config = DiGEncoderConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                              use_final_norm=False, drop_path_rate=0.0)
+    config = DiGEncoderConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        use_final_norm=False,
+        drop_path_rate=0.0,
+    )
     encoder = DiGViTEncoder(config)
     assert isinstance(encoder.norm, torch.nn.Identity)
     assert "position_embeddings" not in encoder.state_dict()

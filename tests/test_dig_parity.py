@@ -32,6 +32,15 @@ ATOL_STATES = 1e-5
 ATOL_PROBS = 1e-6
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models decode ~10x faster on one thread on a shared CPU; restore the setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @functools.lru_cache(maxsize=4)
 def _converted(fixture_dir: str, attn_implementation: str) -> DiGForTextRecognition:
     state_dict, args = load_original_checkpoint(Path(fixture_dir) / "recognizer_checkpoint.pth")
@@ -53,7 +62,7 @@ def _labels_with_ignore(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_sincos_tables_are_bit_exact(dig_fixtures):
-    inputs, expected = _tensors(str(dig_fixtures))
+    _inputs, expected = _tensors(str(dig_fixtures))
     assert torch.equal(encoder_sincos_table(256, 96), expected["encoder_pos_embed"])
     state_dict, _ = load_original_checkpoint(dig_fixtures / "recognizer_checkpoint.pth")
     assert torch.equal(decoder_sincos_table(200, 128), state_dict["decoder.position_enc.position_table"])
@@ -81,7 +90,9 @@ def test_teacher_forced_parity(dig_fixtures, attn_implementation):
         out = model(pixel_values=inputs["pixel_values"], labels=_labels_with_ignore(inputs))
     valid = expected["teacher_forced_valid_mask"]
     diffs = {
-        "encoder_last_hidden_state": (out.encoder_last_hidden_state - expected["encoder_last_hidden_state"]).abs().max(),
+        "encoder_last_hidden_state": (out.encoder_last_hidden_state - expected["encoder_last_hidden_state"])
+        .abs()
+        .max(),
         "memory": (out.memory - expected["memory"]).abs().max(),
         "teacher_forced_logits": (out.logits - expected["teacher_forced_logits"])[valid].abs().max(),
         "teacher_forced_loss": (out.loss - expected["teacher_forced_loss"]).abs(),

@@ -67,5 +67,7 @@ def test_weighted_average_and_table():
         "| Weighted average | 4 | 75.00 | 87.50 | 80.00 |"
     )
     # a column nobody has is left out; one missing from a row prints "-"
-    partial = format_results_table({"a": {"num_samples": 2, "accuracy": 0.5}, "b": {"num_samples": 2, "accuracy": 1, "confidence": 1}})
+    partial = format_results_table(
+        {"a": {"num_samples": 2, "accuracy": 0.5}, "b": {"num_samples": 2, "accuracy": 1, "confidence": 1}}
+    )
     assert partial.splitlines()[2] == "| a | 2 | 50.00 | - |"

@@ -52,35 +52,35 @@ def _recipe(output_dir: Path, **overrides) -> PretrainRecipe:
 
 
 def test_a_few_steps_reduce_the_loss(tmp_path):
-    result = run_pretraining(_recipe(tmp_path, max_steps=10, save_steps=100, eval_steps=10), dataset=WordImages(8))
+    result = run_pretraining(_recipe(tmp_path, max_steps=8, save_steps=100, eval_steps=8), dataset=WordImages(8))
     losses = [record["loss"] for record in result.history]
-    assert len(losses) == 10 and result.global_step == 10
+    assert len(losses) == 8 and result.global_step == 8
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
     # Schedules: lr = base_lr x 4 / 256 at step 1 (no warm-up), momentum cosine from 0.99 to 1.
     assert result.history[0]["lr"] <= 0.1 * 4 / 256 + 1e-12
     assert result.history[0]["momentum"] == pytest.approx(0.99)
     assert result.history[-1]["momentum"] > result.history[0]["momentum"]
     assert (tmp_path / "final" / "model.safetensors").is_file()
-    assert [Path(p).name for p in result.reconstruction_images] == ["step_00000010.png"]
+    assert [Path(p).name for p in result.reconstruction_images] == ["step_00000008.png"]
     picture = Image.open(result.reconstruction_images[0])
     assert picture.size == (256, 2 * (2 * 3 * 32 + 2 * 2))  # 2 samples x (masked, reconstruction, original), x2
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 10
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8
 
 
 def test_resume_continues_at_the_right_step_with_the_same_data(tmp_path):
-    dataset = WordImages(12)  # 3 batches per epoch: the resumed run crosses an epoch boundary
-    straight = run_pretraining(_recipe(tmp_path / "straight"), dataset=dataset)
-    interrupted = tmp_path / "interrupted"
-    run_pretraining(_recipe(interrupted, max_steps=6), dataset=dataset)
-    # Simulate a crash after step 3: drop what came later, keep the step-3 checkpoint.
-    shutil.rmtree(interrupted / "checkpoints" / "step_00000006")
-    shutil.rmtree(interrupted / "final")
-    resumed = run_pretraining(_recipe(interrupted), dataset=dataset)
-    assert resumed.resumed_from_step == 3 and resumed.global_step == 6
-    assert [r["step"] for r in resumed.history] == [4, 5, 6]
-    for expected, actual in zip(straight.history[3:], resumed.history):
-        assert actual["epoch"] == expected["epoch"]
+    dataset = WordImages(8)  # 2 batches per epoch: the resumed steps cross an epoch boundary
+    straight = run_pretraining(_recipe(tmp_path / "straight", max_steps=4, save_steps=2), dataset=dataset)
+    # A run that crashed after step 3 would have left only the step-2 checkpoint behind.
+    resumed_dir = tmp_path / "resumed" / "checkpoints"
+    resumed_dir.mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step_00000002", resumed_dir / "step_00000002")
+    resumed = run_pretraining(_recipe(tmp_path / "resumed", max_steps=4, save_steps=2), dataset=dataset)
+    assert resumed.resumed_from_step == 2 and resumed.global_step == 4
+    assert [r["step"] for r in resumed.history] == [3, 4]
+    for expected, actual in zip(straight.history[2:], resumed.history):
+        assert actual["epoch"] == expected["epoch"] == 1
         assert actual["lr"] == pytest.approx(expected["lr"], rel=1e-12)
+        assert actual["momentum"] == pytest.approx(expected["momentum"], rel=1e-12)
         assert actual["loss"] == pytest.approx(expected["loss"], rel=1e-5, abs=1e-6)
 
 
@@ -119,6 +119,7 @@ from accelerate import PartialState
 from test_pretrain_loop import WordImages, _recipe
 from training.pretrain import run_pretraining
 state = PartialState()
+assert state.num_processes == {processes}, state
 result = run_pretraining(_recipe({out!r}, batch_size={batch}, max_steps=3, save_steps=100), dataset=WordImages(16))
 if state.is_main_process:
     json.dump([r["loss"] for r in result.history], open({out!r} + "/losses.json", "w"))
@@ -134,8 +135,10 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         out.mkdir()
         script = tmp_path / f"run_{processes}.py"
         script.write_text(textwrap.dedent(_DDP_SCRIPT.format(
-            root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), out=str(out), batch=batch)))
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+            root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), out=str(out), batch=batch, processes=processes)))
+        # `--cpu` would make accelerate's launcher run ONE process; the multi-process launcher with a CPU-only
+        # Accelerator (recipe.cpu) gives DistributedType.MULTI_CPU over gloo.
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
         if processes == 1:
             command = [sys.executable, str(script)]

@@ -19,7 +19,8 @@ def count_records(path: str | Path) -> int:
     """Total `num-samples` of one LMDB or of every LMDB under a root."""
     total = 0
     for _, folder in find_lmdbs(path):
-        with open_lmdb(folder) as env, env.begin() as txn:
+        # No env.close(): py-lmdb shares one handle per path in a process, closing it would break other readers.
+        with open_lmdb(folder).begin() as txn:
             total += read_num_samples(txn, folder)
     return total
 

@@ -59,15 +59,15 @@ def build_config(recipe: ModelRecipe) -> Any:
 
 
 def build_processor(model_type: str, config: Any) -> Any:
-    """The model family's processor with the config's label length."""
+    """The model family's default processor (DiG: 32x128, 97 classes; CLIP4STR: 224x224, 94-char charset)."""
     _check_type(model_type)
     if model_type == "dig":
         from processing import DiGProcessor
 
-        return DiGProcessor.from_config(config) if hasattr(DiGProcessor, "from_config") else DiGProcessor()
+        return DiGProcessor()
     from processing import CLIP4STRProcessor
 
-    return CLIP4STRProcessor.from_config(config) if hasattr(CLIP4STRProcessor, "from_config") else CLIP4STRProcessor()
+    return CLIP4STRProcessor()
 
 
 def model_class(model_type: str) -> type:
@@ -140,11 +140,11 @@ def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"model.init_from={path} does not exist")
     if model_type == "dig":
-        from modeling_dig import load_pretrained_encoder
+        from modeling_dig.convert_pretraining import load_pretrained_encoder
 
         report = load_pretrained_encoder(model, path)
     else:
-        from modeling_clip4str import load_clip_weights
+        from modeling_clip4str.clip_initialization import load_clip_state_dict, load_clip_weights
 
-        report = load_clip_weights(model, path)
+        report = load_clip_weights(model, load_clip_state_dict(path), source=str(path))
     logger.info("initial weights from %s: %s", path, report)

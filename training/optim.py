@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 _BLOCK_RE = re.compile(r"(?:^|\.)encoder\.(?:.*\.)?(?:blocks|layers?|layer)\.(\d+)\.")
 # The lowest layer of the ViT: patch embedding, mask token, position table.
 _EMBED_KEYWORDS = ("patch_embed", "mask_token", "embeddings.")
-# Parameter-name prefixes of CLIP4STR's CLIP towers (everything else is a decoder).
-_CLIP_TOWER_KEYWORDS = ("clip", "vision_model", "text_model", "visual", "text_tower", "vision_tower")
 
 
 def scaled_learning_rate(optim: OptimRecipe, total_batch_size: int) -> float:
@@ -56,11 +54,11 @@ def dig_layer_id(name: str, num_layers: int) -> int:
 
 
 def is_clip_tower(name: str) -> bool:
-    """True for parameters of CLIP4STR's CLIP image/text towers (trained at the base lr)."""
-    first = name.split(".")[0]
-    if "decoder" in first:
-        return False
-    return any(keyword in name for keyword in _CLIP_TOWER_KEYWORDS)
+    """True for CLIP4STR's CLIP parameters (towers, projections, logit_scale): everything but the two decoders
+    (`visual_decoder.*`, `cross_decoder.*`), as the original splits `clip_model.*` from the rest."""
+    parts = name.split(".")
+    top = parts[1] if parts[0] == "module" and len(parts) > 1 else parts[0]  # DDP-wrapped names
+    return not top.endswith("decoder")
 
 
 def build_param_groups(model: torch.nn.Module, model_type: str, optim: OptimRecipe, lr: float) -> list[dict]:

@@ -116,6 +116,9 @@ class PretrainImageDataset(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str | os.PathLike], image_check: str = "header", max_samples: int | None = None):
         if not paths:
             raise ValueError("no pre-training data: set train_data to LMDB folders/roots or image folders")
+        # py-lmdb hands a re-opened path the closed handle of an earlier `with`: keep one open handle per LMDB.
+        self._envs: dict[int, Any] = {}
+        self._pid = os.getpid()
         self.sources: list[tuple[str, Path]] = []  # ("lmdb"|"file", folder or file)
         self.records: list[tuple[int, int | None]] = []  # (source id, 1-based LMDB index or None for files)
         self.skips = SkipCounter()
@@ -128,8 +131,6 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         self.skips.log("pre-training data")
         if not self.records:
             raise ValueError(f"no usable image in {list(map(str, paths))} ({self.skips.report()})")
-        self._envs: dict[int, Any] = {}
-        self._pid = os.getpid()
 
     def _add(self, path: Path, image_check: str) -> None:
         if not path.exists():
@@ -145,7 +146,7 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         for name, folder in find_lmdbs(path):
             self.sources.append(("lmdb", folder))
             source_id = len(self.sources) - 1
-            with open_lmdb(folder) as env, env.begin() as txn:
+            with self._env(source_id).begin() as txn:
                 for index in range(1, read_num_samples(txn, folder) + 1):
                     self.skips.seen += 1
                     data = txn.get(f"image-{index:09d}".encode())
@@ -163,6 +164,13 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         state["_envs"] = {}
         return state
 
+    def _env(self, source_id: int) -> Any:
+        if self._pid != os.getpid():  # forked into a DataLoader worker: open our own handles
+            self._envs, self._pid = {}, os.getpid()
+        if source_id not in self._envs:
+            self._envs[source_id] = open_lmdb(self.sources[source_id][1])
+        return self._envs[source_id]
+
     def __getitem__(self, item: int) -> dict[str, Any]:
         source_id, index = self.records[item]
         kind, location = self.sources[source_id]
@@ -172,11 +180,7 @@ class PretrainImageDataset(torch.utils.data.Dataset):
             except Exception as error:
                 raise ValueError(f"{location} does not decode ({error}); remove or fix the file") from error
             return {"image": image, "index": item}
-        if self._pid != os.getpid():
-            self._envs, self._pid = {}, os.getpid()
-        if source_id not in self._envs:
-            self._envs[source_id] = open_lmdb(location)
-        with self._envs[source_id].begin() as txn:
+        with self._env(source_id).begin() as txn:
             data = txn.get(f"image-{index:09d}".encode())
         try:
             image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -275,7 +279,7 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
         cpu=recipe.cpu,
         mixed_precision=recipe.mixed_precision,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
     )
     set_seed(recipe.seed)
     if accelerator.is_main_process:

@@ -53,16 +53,21 @@ def read_images(
     return [{"file": str(p), "text": t, "confidence": c} for p, t, c in zip(paths, texts, confidences)]
 
 
-def read_with_pipeline(model_dir: str | Path, paths: Sequence[Path], device: Any = None) -> list[dict[str, Any]]:
-    """The same through `pipeline("image-to-text")` (the saved config declares our custom pipeline)."""
+def read_with_pipeline(
+    model_dir: str | Path, paths: Sequence[Path], device: Any = None, batch_size: int = 16
+) -> list[dict[str, Any]]:
+    """The same through `pipeline("image-to-text")`: image in, `[{"generated_text", "confidence"}]` out."""
     from transformers import pipeline
 
-    import processing  # noqa: F401  (registers the scene-text pipeline for in-process use)
+    # Importing the model packages registers the scene-text pipeline (library mode, no remote code needed).
+    import modeling_clip4str  # noqa: F401
+    import modeling_dig  # noqa: F401
 
-    reader = pipeline("image-to-text", model=str(model_dir), device=device, trust_remote_code=True)
+    reader = pipeline("image-to-text", model=str(model_dir), device=device)
+    images = [open_image(p) for p in paths]
+    outputs = reader(images, return_confidence=True, batch_size=batch_size)
     results = []
-    for path in paths:
-        output = reader(open_image(path))
+    for path, output in zip(paths, outputs):
         first = output[0] if isinstance(output, list) else output
         results.append({"file": str(path), "text": first["generated_text"], "confidence": first.get("confidence")})
     return results

@@ -1,0 +1,234 @@
+"""train_ocr end to end on tiny synthetic LMDBs: finetune, evaluate (table + JSON), read, resume, quickstart wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import TrainerCallback
+
+import train_ocr
+from processing.str_metrics import compute_scene_text_metrics
+from training.evaluation import BenchmarkResult, discover_benchmarks, format_table, recognize, results_to_json
+from training.finetune import run_finetune
+from training.recipes import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DIG = ["model.type=dig", "model.preset=tiny-test", "train.report_to=[]", "train.disable_tqdm=true",
+            "train.per_device_train_batch_size=4", "train.per_device_eval_batch_size=8", "train.logging_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    """A tiny synthetic benchmark: train (24), val (8), test (8) LMDBs."""
+    from processing.synthetic import build_synthetic_benchmark
+
+    root = tmp_path_factory.mktemp("synth")
+    build_synthetic_benchmark(root, num_train=24, num_val=8, num_test=8, seed=0, num_workers=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(synth, tmp_path_factory) -> Path:
+    """A tiny DiG fine-tuned for 4 steps through the command line (checkpoint at step 2, validation at 2 and 4)."""
+    out = tmp_path_factory.mktemp("dig_run")
+    code = train_ocr.main(["--log-level", "warning", "finetune", *TINY_DIG, f"data.train=[{synth / 'train'}]",
+                           f"data.val=[{synth / 'val'}]", f"train.output_dir={out}", "train.max_steps=4",
+                           "train.save_steps=2", "train.eval_steps=2"])
+    assert code == 0
+    return out
+
+
+def test_finetune_writes_model_processor_recipe_curves_and_checkpoints(trained, synth):
+    for name in ("config.json", "model.safetensors", "processor_config.json", "recipe.yaml", "training_curves.png",
+                 "trainer_state.json"):
+        assert (trained / name).is_file(), name
+    assert sorted(p.name for p in trained.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    saved = load_recipe(trained / "recipe.yaml")  # the resolved recipe reloads to the same values
+    assert saved.train.max_steps == 4 and saved.model.preset == "tiny-test"
+    assert saved.data.train == [str(synth / "train")]
+    state = json.loads((trained / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    evals = [e for e in state["log_history"] if "eval_accuracy" in e]
+    assert [e["step"] for e in evals][:2] == [2, 4]
+    assert all(0.0 <= e["eval_accuracy"] <= 1.0 and 0.0 <= e["eval_one_minus_ned"] <= 1.0 for e in evals)
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_evaluate_json_schema_and_values(trained, synth, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    assert train_ocr.main(["--log-level", "warning", "evaluate", "--model", str(trained), "--data", str(synth),
+                           "--cased", "--output", str(output), "--batch-size", "5"]) == 0
+    table = capsys.readouterr().out
+    results = json.loads(output.read_text())
+    assert set(results) == {"benchmarks", "average"}
+    assert list(results["benchmarks"]) == ["test/synth", "train/synth", "val/synth"]
+    keys = {"accuracy", "accuracy_cased", "one_minus_ned", "confidence", "num_samples", "skipped"}
+    for name, row in results["benchmarks"].items():
+        assert set(row) == keys, name
+        assert 0.0 <= row["confidence"] <= 1.0 and row["skipped"] == 0
+        assert name in table
+    assert [r["num_samples"] for r in results["benchmarks"].values()] == [8, 24, 8]
+    assert set(results["average"]) == keys and results["average"]["num_samples"] == 40
+    # Values: recompute the test split from the model's own predictions.
+    from training.data import load_lmdb_split
+    from training.models import load_saved
+
+    model, processor, model_type = load_saved(trained)
+    assert model_type == "dig"
+    dataset, _ = load_lmdb_split([synth / "test"], evaluation=True, cased=True)
+    texts, confidences = recognize(model, processor, list(dataset["image"]), batch_size=3, disable_tqdm=True)
+    expected = compute_scene_text_metrics(texts, list(dataset["label"]), confidences)
+    got = results["benchmarks"]["test/synth"]
+    for key in ("accuracy", "accuracy_cased", "one_minus_ned", "confidence"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-9), key
+    weighted = sum(r["one_minus_ned"] * r["num_samples"] for r in results["benchmarks"].values()) / 40
+    assert results["average"]["one_minus_ned"] == pytest.approx(weighted)
+
+
+def test_results_json_and_table_from_known_predictions():
+    a = BenchmarkResult(accuracy=1.0, accuracy_cased=0.5, one_minus_ned=1.0, confidence=0.9, num_samples=2, skipped=1)
+    b = BenchmarkResult(accuracy=0.0, accuracy_cased=0.0, one_minus_ned=0.5, confidence=0.3, num_samples=6)
+    out = results_to_json({"IIIT5k": a, "SVT": b})
+    assert out["average"] == pytest.approx({"accuracy": 0.25, "accuracy_cased": 0.125, "one_minus_ned": 0.625,
+                                            "confidence": 0.45, "num_samples": 8, "skipped": 1})
+    table = format_table({"IIIT5k": a, "SVT": b}, cased=True)
+    assert "| IIIT5k | 100.00 | 50.00 | 100.00 | 90.00 | 2 |" in table
+    assert "| Weighted average | 25.00 | 12.50 | 62.50 | 45.00 | 8 |" in table
+    assert "IIIT5k 1" in table  # the skipped records are reported, not hidden
+    uncased = results_to_json({"SVT": BenchmarkResult(1.0, None, 1.0, 1.0, 3)})
+    assert uncased["average"]["accuracy_cased"] is None
+
+
+def test_scores_follow_the_case_insensitive_protocol():
+    scores = compute_scene_text_metrics(["Hello!", "w0rld"], ["hello", "world"], [1.0, 0.5])
+    assert scores["accuracy"] == 0.5 and scores["accuracy_cased"] == 0.0
+
+
+def test_benchmarks_are_found_in_parseq_order(tmp_path):
+    for name in ("zzz_extra", "SVT", "IIIT5k", "CUTE80"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.mdb").write_bytes(b"")
+    assert list(discover_benchmarks(tmp_path)) == ["IIIT5k", "SVT", "CUTE80", "zzz_extra"]
+    assert list(discover_benchmarks(tmp_path / "SVT")) == ["SVT"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        discover_benchmarks(tmp_path / "nope")
+
+
+def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_path, capsys):
+    from training.data import load_lmdb_split
+    from training.models import load_saved
+
+    dataset, _ = load_lmdb_split([synth / "test"], max_samples=3)
+    for i, row in enumerate(dataset):
+        row["image"].save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")  # ignored: not an image suffix
+    assert train_ocr.main(["--log-level", "warning", "read", "--model", str(trained), str(tmp_path),
+                           "--output", str(tmp_path / "read.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(str(tmp_path / "0.png"))
+    rows = json.loads((tmp_path / "read.json").read_text())
+    model, processor, _ = load_saved(trained)
+    texts, confidences = recognize(model, processor, [r["image"] for r in dataset], disable_tqdm=True)
+    assert [r["text"] for r in rows] == texts
+    assert [r["confidence"] for r in rows] == pytest.approx(confidences)
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        train_ocr.main(["read", "--model", str(trained), str(tmp_path / "missing.png")])
+
+
+class _StopAt(TrainerCallback):
+    """Stops training right after step `step` (its checkpoint is written first): an interrupted run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
+
+
+def _losses(log_history):
+    return {e["step"]: e["loss"] for e in log_history if "loss" in e}
+
+
+def test_resume_continues_at_the_right_step_with_the_same_losses(synth, tmp_path):
+    common = [*TINY_DIG, f"data.train=[{synth / 'train'}]", "train.max_steps=6", "train.save_steps=3",
+              "train.eval_steps=0", "model.config.encoder.drop_path_rate=0.1", "model.config.decoder.dropout=0.1"]
+    reference = run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'a'}"]))
+    assert reference.global_step == 6
+
+    interrupted = run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'b'}"]),
+                               callbacks=[_StopAt(3)])
+    assert interrupted.global_step == 3
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-3"]
+    resumed = run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'b'}", "train.resume=auto"]))
+    assert resumed.global_step == 6
+    expected, got = _losses(reference.log_history), _losses(resumed.log_history)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]  # steps 1-3 come from the checkpoint's state, 4-6 are new
+    for step in (4, 5, 6):  # same data order, dropout RNG and schedule as the uninterrupted run
+        assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+
+
+def test_resume_rejects_a_missing_checkpoint(tmp_path):
+    from training.finetune import resolve_resume
+
+    assert resolve_resume("auto", tmp_path / "none-yet") is None
+    assert resolve_resume(None, tmp_path) is None
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        resolve_resume(str(tmp_path / "checkpoint-9"), tmp_path)
+
+
+def test_cli_reports_recipe_errors(capsys):
+    assert train_ocr.main(["finetune", "optim.learning_rate=1"]) == 2
+    assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not found"):
+        train_ocr.main(["finetune", "--config", "no_such_recipe"])
+
+
+def test_help_documents_every_subcommand_and_recipe_key(capsys):
+    with pytest.raises(SystemExit):
+        train_ocr.main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    assert "optim.decoder_lr_scale" in text and "train.resume" in text and "data.synthetic.num_train" in text
+    parser = train_ocr.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"pretrain", "finetune", "evaluate", "read", "quickstart"}
+
+
+def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
+    import training.pretrain as pretrain
+
+    seen = {}
+    monkeypatch.setattr(pretrain, "run_pretraining", lambda recipe: seen.setdefault("recipe", recipe))
+    config = REPO / "configs" / "quickstart_dig_pretrain.yaml"
+    if not config.is_file():
+        pytest.skip("configs/quickstart_dig_pretrain.yaml not written yet")
+    assert train_ocr.main(["pretrain", "--config", str(config), f"train.output_dir={tmp_path}"]) in (0, None)
+    assert isinstance(seen["recipe"], pretrain.PretrainRecipe)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
+    """`accelerate launch --num_processes 2 --cpu` (gloo): each process sees half the data, the lr doubles."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_ocr.py"), "--log-level", "warning",
+           "finetune", *TINY_DIG, f"data.train=[{synth / 'train'}]", f"data.val=[{synth / 'val'}]",
+           f"train.output_dir={out}", "train.num_train_epochs=1", "train.eval_steps=null", "optim.scheduler=constant"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3  # 24 samples / (4 per process x 2 processes)
+    lrs = [e["learning_rate"] for e in state["log_history"] if "learning_rate" in e]
+    assert lrs and all(lr == pytest.approx(1e-4 * 8 / 256) for lr in lrs)  # base_lr x total batch 8 / 256
+    assert any("eval_accuracy" in e for e in state["log_history"])
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["output_dir"] == str(out)
