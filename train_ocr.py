@@ -53,13 +53,30 @@ def _recipe_help(cls: Any = None) -> str:
     )
 
 
+def _pretrain_recipe_help() -> str:
+    from training.pretrain import PretrainRecipe
+
+    return _recipe_help(PretrainRecipe)
+
+
+class _HelpParser(argparse.ArgumentParser):
+    """Builds its epilog (the recipe keys) only when help is shown: the pretrain keys need heavy imports."""
+
+    epilog_factory: Any = None
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None and self.epilog is None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train_ocr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="logging verbosity (default: info)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_HelpParser)
     raw = argparse.RawDescriptionHelpFormatter
 
     def recipe_args(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -76,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (training.pretrain)",
                               formatter_class=raw, description="Dispatches to training.pretrain.run_pretraining "
                               "with the recipe read into training.pretrain.PretrainRecipe.",
-                              epilog="recipe keys: see `PretrainRecipe` in training/pretrain.py and "
-                                     "configs/dig_small_pretrain.yaml")
+                              )
+    sub.epilog_factory = _pretrain_recipe_help
     recipe_args(sub, required=True)
 
     sub = commands.add_parser("evaluate", help="score a saved model on benchmark LMDBs (table + JSON)",

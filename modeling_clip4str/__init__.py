@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import logging
 
+from .clip_initialization import (
+    clip4str_from_clip_file,
+    clip4str_from_open_clip,
+    clip4str_from_transformers_clip,
+    load_clip_state_dict,
+)
 from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STR_PRESETS, CLIP4STRConfig, CLIP4STRDecoderConfig
 from .modeling_clip4str import (
     CLIP4STRDecoder,
@@ -97,5 +103,9 @@ __all__ = [
     "CLIP4STRForTextRecognition",
     "CLIP4STRPreTrainedModel",
     "CLIP4STRRecognitionOutput",
+    "clip4str_from_clip_file",
+    "clip4str_from_open_clip",
+    "clip4str_from_transformers_clip",
+    "load_clip_state_dict",
     "register_clip4str_auto_classes",
 ]

@@ -46,8 +46,10 @@ def round_like_original(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     """Round the tensors the original stores in fp16 (conv1, Linear and attention weights, projections)."""
     rounded = {}
     for key, tensor in state_dict.items():
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and (
-            key in _FP16_ROUNDED_KEYS or key.endswith(_FP16_ROUNDED_SUFFIXES)
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and (key in _FP16_ROUNDED_KEYS or key.endswith(_FP16_ROUNDED_SUFFIXES))
         ):
             tensor = tensor.half()
         rounded[key] = tensor

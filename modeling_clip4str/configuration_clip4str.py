@@ -47,7 +47,7 @@ class CLIP4STRDecoderConfig(PreTrainedConfig):
     """
 
     model_type = "clip4str_decoder"
-    attribute_map = {"num_hidden_layers": "depth", "hidden_size": "d_model", "num_attention_heads": "num_heads"}
+    attribute_map = {"num_hidden_layers": "depth", "hidden_size": "d_model", "num_attention_heads": "num_heads"}  # noqa: RUF012
 
     d_model: int = 512
     num_heads: int = 8
@@ -102,7 +102,7 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     """
 
     model_type = "clip4str"
-    sub_configs_defaults = {
+    sub_configs_defaults = {  # noqa: RUF012
         "vision_config": CLIPVisionConfig,
         "clip_text_config": CLIPTextConfig,
         "decoder": CLIP4STRDecoderConfig,
@@ -210,13 +210,41 @@ def build_preset_kwargs(
 
 CLIP4STR_PRESETS: dict[str, dict[str, int]] = {
     # OpenAI ViT-B/16: image 768 x 12, text 512 x 12, joint 512.
-    "CLIP4STR-B/16": dict(embed_dim=512, vision_width=768, vision_layers=12, patch_size=16, text_width=512, text_layers=12),
+    "CLIP4STR-B/16": {
+        "embed_dim": 512,
+        "vision_width": 768,
+        "vision_layers": 12,
+        "patch_size": 16,
+        "text_width": 512,
+        "text_layers": 12,
+    },
     # OpenAI ViT-L/14: image 1024 x 24, text 768 x 12, joint 768.
-    "CLIP4STR-L/14": dict(embed_dim=768, vision_width=1024, vision_layers=24, patch_size=14, text_width=768, text_layers=12),
+    "CLIP4STR-L/14": {
+        "embed_dim": 768,
+        "vision_width": 1024,
+        "vision_layers": 24,
+        "patch_size": 14,
+        "text_width": 768,
+        "text_layers": 12,
+    },
     # OpenAI ViT-B/32.
-    "CLIP4STR-B/32": dict(embed_dim=512, vision_width=768, vision_layers=12, patch_size=32, text_width=512, text_layers=12),
+    "CLIP4STR-B/32": {
+        "embed_dim": 512,
+        "vision_width": 768,
+        "vision_layers": 12,
+        "patch_size": 32,
+        "text_width": 512,
+        "text_layers": 12,
+    },
     # OpenCLIP ViT-H/14 (LAION-2B): the original runs its image tower with 20 heads of 64 (open_clip uses 16 x 80).
-    "CLIP4STR-H/14": dict(embed_dim=1024, vision_width=1280, vision_layers=32, patch_size=14, text_width=1024, text_layers=24),
+    "CLIP4STR-H/14": {
+        "embed_dim": 1024,
+        "vision_width": 1280,
+        "vision_layers": 32,
+        "patch_size": 14,
+        "text_width": 1024,
+        "text_layers": 24,
+    },
 }
 """Single source of the released architectures (every one was trained with text_freeze_nlayer=6)."""
 

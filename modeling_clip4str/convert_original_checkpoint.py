@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
-from .modeling_clip4str import CLIP4STRForTextRecognition
 from .model_card import write_model_card
+from .modeling_clip4str import CLIP4STRForTextRecognition
 from .weight_conversion import clip_dims_from_state_dict, convert_original_state_dict, load_converted
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,20 @@ def config_from_original(state_dict: dict[str, torch.Tensor], hyper_parameters: 
         )
     kwargs = build_preset_kwargs(
         text_freeze_nlayer=int(hyper_parameters.get("text_freeze_nlayer", -1)),
-        **{k: dims[k] for k in ("embed_dim", "vision_width", "vision_layers", "patch_size", "text_width",
-                                "text_layers", "image_size", "vocab_size", "context_length_weights")},
+        **{
+            k: dims[k]
+            for k in (
+                "embed_dim",
+                "vision_width",
+                "vision_layers",
+                "patch_size",
+                "text_width",
+                "text_layers",
+                "image_size",
+                "vocab_size",
+                "context_length_weights",
+            )
+        },
     )
     kwargs["decoder"] = CLIP4STRDecoderConfig(
         d_model=d_model,
@@ -91,12 +103,20 @@ def config_from_original(state_dict: dict[str, torch.Tensor], hyper_parameters: 
         num_classes=head.shape[0],
     )
     unsupported = {
-        "use_language_model": True, "use_share_dim": True, "clip_cls_eot_feature": False, "image_detach": True,
-        "cross_gt_context": True, "cross_cloze_mask": False, "cross_token_embeding": False, "fusion_model": False,
+        "use_language_model": True,
+        "use_share_dim": True,
+        "clip_cls_eot_feature": False,
+        "image_detach": True,
+        "cross_gt_context": True,
+        "cross_cloze_mask": False,
+        "cross_token_embeding": False,
+        "fusion_model": False,
     }
     for name, expected in unsupported.items():
         if name in hyper_parameters and hyper_parameters[name] != expected:
-            raise ValueError(f"hyper_parameters[{name!r}]={hyper_parameters[name]!r} is not supported (only {expected!r}).")
+            raise ValueError(
+                f"hyper_parameters[{name!r}]={hyper_parameters[name]!r} is not supported (only {expected!r})."
+            )
     return CLIP4STRConfig(
         **kwargs,
         charset_train=charset_train,
@@ -149,6 +169,11 @@ def save_processing(output_dir: Path, config: CLIP4STRConfig) -> list[str]:
     tokenizer = PARSeqTokenizer(charset=config.charset_train, max_label_length=config.max_label_length)
     image_processor = CLIP4STRImageProcessor(normalization="test")
     processor = CLIP4STRProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    for obj in (tokenizer, image_processor, processor):  # copy their code for trust_remote_code loading
+        try:
+            obj.register_for_auto_class()
+        except (AttributeError, TypeError, ValueError) as error:  # best effort for the processing classes
+            logger.warning("could not register %s for remote code: %s", type(obj).__name__, error)
     processor.save_pretrained(output_dir)
     saved.append("processor")
     return saved

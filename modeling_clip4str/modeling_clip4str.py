@@ -329,7 +329,12 @@ class CLIP4STRPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_attention_backend = True
-    _no_split_modules = ["CLIP4STRDecoderLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _no_split_modules = [  # noqa: RUF012
+        "CLIP4STRDecoderLayer",
+        "CLIPEncoderLayer",
+        "CLIPTextEmbeddings",
+        "CLIPVisionEmbeddings",
+    ]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -439,7 +444,8 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
 
     def freeze_clip_layers(self) -> None:
         """The original's partial freezing: text blocks < text_freeze_nlayer, token/position embeddings and
-        logit_scale; image blocks < image_freeze_nlayer (the stem, ln_post and projections always train)."""
+        logit_scale; image blocks < image_freeze_nlayer plus the class/position embeddings (the patch stem, ln_pre,
+        ln_post and the projection keep training). Freezing every block of a tower freezes all of it."""
         text_n, image_n = self.config.text_freeze_nlayer, self.config.image_freeze_nlayer
         if text_n > -1:
             self.text_model.embeddings.requires_grad_(False)
@@ -452,8 +458,9 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         if image_n > -1:
             for i, layer in enumerate(self.vision_model.encoder.layers):
                 layer.requires_grad_(i >= image_n)
-            self.vision_model.embeddings.class_embedding.requires_grad_(image_n == 0)
-            self.vision_model.embeddings.position_embedding.requires_grad_(image_n == 0)
+            # as in the original, only the patch stem, ln_pre, ln_post and the projection stay trainable
+            self.vision_model.embeddings.class_embedding.requires_grad_(False)
+            self.vision_model.embeddings.position_embedding.requires_grad_(False)
             if image_n >= len(self.vision_model.encoder.layers):
                 self.vision_model.requires_grad_(False)
                 self.visual_projection.requires_grad_(False)
@@ -573,7 +580,9 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         an explicit max_length is the validation mode (no early stop, `max_length + 1` steps).
         """
         early_stop = max_length is None
-        max_length = self.config.max_label_length if max_length is None else min(max_length, self.config.max_label_length)
+        max_length = (
+            self.config.max_label_length if max_length is None else min(max_length, self.config.max_label_length)
+        )
         num_steps = max_length + 1
         image_memory = self.get_image_features(pixel_values)
 
@@ -667,12 +676,12 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         first_logits = None
         for i, perm in enumerate(permutations):
             content_mask, query_mask = permutation_attention_masks(perm)
-            decoder_kwargs = dict(
-                query_positions=slice(0, length),
-                query_mask=query_mask,
-                content_mask=content_mask,
-                key_padding_mask=padding,
-            )
+            decoder_kwargs = {
+                "query_positions": slice(0, length),
+                "query_mask": query_mask,
+                "content_mask": content_mask,
+                "key_padding_mask": padding,
+            }
             visual_logits = self.visual_decoder(tgt_in, image_memory, **decoder_kwargs).logits
             memory, _, _ = self.cross_memory(visual_logits, image_memory)
             cross_logits = self.cross_decoder(tgt_in, memory, **decoder_kwargs).logits

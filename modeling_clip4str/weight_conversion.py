@@ -82,10 +82,16 @@ _DECODER_LAYER_PARTS = (
 
 def _split_in_proj(tensor: torch.Tensor, target_prefix: str, suffix: str) -> dict[str, torch.Tensor]:
     q, k, v = tensor.chunk(3, dim=0)
-    return {f"{target_prefix}.q_proj.{suffix}": q, f"{target_prefix}.k_proj.{suffix}": k, f"{target_prefix}.v_proj.{suffix}": v}
+    return {
+        f"{target_prefix}.q_proj.{suffix}": q,
+        f"{target_prefix}.k_proj.{suffix}": k,
+        f"{target_prefix}.v_proj.{suffix}": v,
+    }
 
 
-def convert_clip_state_dict(state_dict: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_clip_state_dict(
+    state_dict: Mapping[str, Any], prefix: str = ""
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """OpenAI/open_clip CLIP keys (after `prefix`) -> our towers' keys. Returns (converted, unrecognised keys)."""
     converted: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
@@ -157,6 +163,7 @@ def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple
 
 def clip_dims_from_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, int]:
     """Architecture of a ViT CLIP from its tensors (as the original's build_model infers it)."""
+
     def get(name: str) -> torch.Tensor:
         if prefix + name not in state_dict:
             raise KeyError(
@@ -166,8 +173,16 @@ def clip_dims_from_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: st
         return state_dict[prefix + name]
 
     conv = get("visual.conv1.weight")
-    vision_layers = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"visual\.transformer\.resblocks\.(\d+)\.", k))}
-    text_layers = {int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.", k))}
+    vision_layers = {
+        int(m.group(1))
+        for k in state_dict
+        if (m := re.match(re.escape(prefix) + r"visual\.transformer\.resblocks\.(\d+)\.", k))
+    }
+    text_layers = {
+        int(m.group(1))
+        for k in state_dict
+        if (m := re.match(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.", k))
+    }
     grid = round((get("visual.positional_embedding").shape[0] - 1) ** 0.5)
     return {
         "embed_dim": get("text_projection").shape[1],
@@ -198,10 +213,16 @@ class LoadReport:
         if self.ok:
             return
         lines = [f"Converting {source} failed:"]
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("mis-shaped", self.mismatched)):
+        for label, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("mis-shaped", self.mismatched),
+        ):
             if keys:
                 lines.append(f"  {len(keys)} {label}: " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
-        lines.append("The weights do not match the architecture inferred from them; check the file is the expected kind.")
+        lines.append(
+            "The weights do not match the architecture inferred from them; check the file is the expected kind."
+        )
         raise ValueError("\n".join(lines))
 
 

@@ -81,7 +81,7 @@ class DiGPreTrainingConfig(PreTrainedConfig):
     """
 
     model_type = "dig_pretraining"
-    sub_configs_defaults = {"encoder": SubConfigSpec(DiGEncoderConfig, init_kwargs=PRETRAINING_ENCODER_DEFAULTS)}
+    sub_configs_defaults = {"encoder": SubConfigSpec(DiGEncoderConfig, init_kwargs=PRETRAINING_ENCODER_DEFAULTS)}  # noqa: RUF012
 
     encoder: DiGEncoderConfig | dict | None = None
     mask_ratio: float = 0.7
@@ -118,7 +118,9 @@ class DiGPreTrainingConfig(PreTrainedConfig):
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"DiGPreTrainingConfig: mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         if self.num_views != 2:
-            raise ValueError(f"DiGPreTrainingConfig: only num_views=2 (original + augmented) is supported, got {self.num_views}.")
+            raise ValueError(
+                f"DiGPreTrainingConfig: only num_views=2 (original + augmented) is supported, got {self.num_views}."
+            )
         grid_width = self.encoder.grid_size[1]
         if not 1 <= self.num_windows <= grid_width:
             raise ValueError(
@@ -138,13 +140,15 @@ class DiGPreTrainingConfig(PreTrainedConfig):
         return self.encoder.patch_size**2 * self.encoder.num_channels
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs: Any) -> "DiGPreTrainingConfig":
-        """"vit-small" = the released recipe; also "vit-tiny", "vit-base", "reduced" (CPU-sized), "tiny-test".
+    def from_preset(cls, name: str, **kwargs: Any) -> DiGPreTrainingConfig:
+        """ "vit-small" = the released recipe; also "vit-tiny", "vit-base", "reduced" (CPU-sized), "tiny-test".
 
         An `encoder=` dict in kwargs updates the preset's encoder fields; other kwargs go to the config.
         """
         if name not in DIG_PRETRAINING_PRESETS:
-            raise ValueError(f"Unknown DiG pre-training preset {name!r}; choose one of {sorted(DIG_PRETRAINING_PRESETS)}.")
+            raise ValueError(
+                f"Unknown DiG pre-training preset {name!r}; choose one of {sorted(DIG_PRETRAINING_PRESETS)}."
+            )
         preset = dict(DIG_PRETRAINING_PRESETS[name])
         encoder = {**PRETRAINING_ENCODER_DEFAULTS, **preset.pop("encoder"), **kwargs.pop("encoder", {})}
         return cls(encoder=DiGEncoderConfig(**encoder), **{**preset, **kwargs})

@@ -102,7 +102,9 @@ def config_from_original(
             num_attention_heads = max(1, hidden // 64)
             logger.warning(
                 "model name %r does not say tiny/small/base: assuming head dim 64 -> %d heads (pass "
-                "num_attention_heads= to override)", model_name, num_attention_heads,
+                "num_attention_heads= to override)",
+                model_name,
+                num_attention_heads,
             )
     if args.get("patchnet_name", "no_patchtrans") != "no_patchtrans":
         raise ValueError(
@@ -110,7 +112,9 @@ def config_from_original(
             "window pooling is implemented"
         )
     if not args.get("only_mim_on_ori_img", True):
-        logger.warning("checkpoint was trained without --only_mim_on_ori_img; DiGForPreTraining reconstructs view 0 only")
+        logger.warning(
+            "checkpoint was trained without --only_mim_on_ori_img; DiGForPreTraining reconstructs view 0 only"
+        )
     encoder = {
         **PRETRAINING_ENCODER_DEFAULTS,
         "image_size": (int(args.get("input_h", 32)), int(args.get("input_w", 128))),
@@ -170,7 +174,9 @@ def convert_pretraining_checkpoint(
         raise ValueError(f"DiG pre-training conversion: missing {missing[:10]} ... unexpected {unexpected[:10]}")
     for key, tensor in converted.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(expected[key].shape)}")
+            raise ValueError(
+                f"{key}: checkpoint shape {tuple(tensor.shape)} != model shape {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(converted, strict=True)
     model.eval()
     if output_dir is not None:
@@ -226,8 +232,12 @@ def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingC
         return config_from_original(checkpoint["model"], checkpoint.get("args")), convert_pretraining_state_dict(
             checkpoint["model"]
         )
+    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+        path = path / "final"  # a `run_pretraining` output folder: its final model
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: expected a DiGForPreTraining folder (config.json + safetensors) or a .pth file")
+        raise FileNotFoundError(
+            f"{path}: expected a DiGForPreTraining folder (config.json + safetensors) or a .pth file"
+        )
     config = DiGPreTrainingConfig.from_pretrained(path)
     if config.model_type != DiGPreTrainingConfig.model_type:
         raise ValueError(f"{path} holds a {config.model_type!r} model, not a DiG pre-training model")
@@ -266,16 +276,29 @@ def init_recognizer_from_pretraining(
     fine-tuning dropout (0.1 / 0.1 / drop path 0.1) and final norm. Returns `(model, EncoderInitReport)`.
     """
     if model_class is None:
-        from .modeling_dig import DiGForTextRecognition as model_class  # noqa: N813
+        from .modeling_dig import DiGForTextRecognition as model_class
     from .configuration_dig import DiGConfig
 
     pretraining_config, state = _pretraining_state(source)
     if recognizer_config is None:
         encoder = pretraining_config.encoder.to_dict()
-        for key in ("model_type", "transformers_version", "architectures", "output_hidden_states", "return_dict",
-                    "dtype", "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "problem_type"):
+        for key in (
+            "model_type",
+            "transformers_version",
+            "architectures",
+            "output_hidden_states",
+            "return_dict",
+            "dtype",
+            "chunk_size_feed_forward",
+            "is_encoder_decoder",
+            "id2label",
+            "label2id",
+            "problem_type",
+        ):
             encoder.pop(key, None)
-        encoder.update(use_final_norm=True, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, drop_path_rate=0.1)
+        encoder.update(
+            use_final_norm=True, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, drop_path_rate=0.1
+        )
         recognizer_config = DiGConfig.from_preset("vit-small", encoder=encoder)
     model = model_class(recognizer_config)
     pretraining_model_like = _StateSource(pretraining_config, state)
@@ -294,14 +317,14 @@ class _StateSource:
 
 
 __all__ = [
-    "EncoderInitReport",
     "ORIGINAL_TO_HF_PREFIXES",
+    "EncoderInitReport",
     "config_from_original",
     "convert_pretraining_checkpoint",
     "convert_pretraining_state_dict",
     "init_recognizer_from_pretraining",
     "is_pretraining_state_dict",
-    "load_pretrained_encoder",
     "load_original_checkpoint",
+    "load_pretrained_encoder",
     "recognizer_state_from_pretraining",
 ]

@@ -616,6 +616,20 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         self.generation_config.eos_token_id = config.eos_token_id
         self.generation_config.pad_token_id = config.pad_token_id
 
+    def set_attn_implementation(self, attn_implementation: str | dict, *args, **kwargs) -> None:
+        """As PreTrainedModel's; the encoder/decoder are plain modules reading the sub-configs, which are set here
+        first so that transformers does not warn that it found no sub-model for them."""
+        previous = {key: getattr(self.config, key)._attn_implementation for key in ("encoder", "decoder")}
+        if isinstance(attn_implementation, str):
+            for key in previous:
+                getattr(self.config, key)._attn_implementation_internal = attn_implementation
+        try:
+            super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        except Exception:
+            for key, value in previous.items():
+                getattr(self.config, key)._attn_implementation_internal = value
+            raise
+
     @property
     def accepts_loss_kwargs(self) -> bool:
         # "token": honour the Trainer's num_items_in_batch; "sequence": let the Trainer divide by the GA steps

@@ -147,9 +147,15 @@ def convert_to_sync_batchnorm(module: nn.Module, device_type: str, process_group
     if device_type in ("cuda", "xpu"):
         return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     if isinstance(module, nn.BatchNorm1d) and not isinstance(module, DiGSyncBatchNorm1d):
-        converted = DiGSyncBatchNorm1d(module.num_features, module.eps, module.momentum, module.affine,
-                                       module.track_running_stats)
-        converted.load_state_dict(module.state_dict())
+        converted = DiGSyncBatchNorm1d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        with torch.no_grad():
+            if module.affine:  # share the Parameters: keeps requires_grad (False on the momentum branch)
+                converted.weight, converted.bias = module.weight, module.bias
+            if module.track_running_stats:
+                converted.running_mean, converted.running_var = module.running_mean, module.running_var
+                converted.num_batches_tracked = module.num_batches_tracked
         converted.train(module.training)
         return converted
     for name, child in module.named_children():
@@ -215,6 +221,7 @@ class DiGForPreTraining(PreTrainedModel):
     `forward` updates the momentum branch in place (EMA with `momentum`) before computing keys, like the
     original: call it once per optimisation step. Under DDP, call `convert_sync_batchnorm()` before wrapping.
     """
+
     config_class = DiGPreTrainingConfig
     base_model_prefix = "dig_pretraining"
     main_input_name = "pixel_values"
@@ -243,7 +250,9 @@ class DiGForPreTraining(PreTrainedModel):
         if isinstance(module, DiGPatchEmbed):
             # MoCo v3's patch-embedding init: uniform over the flattened patch fan-in + fan-out.
             proj = module.proj
-            bound = math.sqrt(6.0 / float(proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels))
+            bound = math.sqrt(
+                6.0 / float(proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels)
+            )
             init.uniform_(proj.weight, -bound, bound)
             init.zeros_(proj.bias)
         elif isinstance(module, DiGViTAttention):
@@ -261,7 +270,6 @@ class DiGForPreTraining(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.SyncBatchNorm)):  # incl. DiGSyncBatchNorm1d
             super()._init_weights(module)
-
 
     def __init__(self, config: DiGPreTrainingConfig) -> None:
         super().__init__(config)
@@ -306,7 +314,7 @@ class DiGForPreTraining(PreTrainedModel):
             torch._foreach_mul_(target_params, momentum)
             torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
 
-    def convert_sync_batchnorm(self, device_type: str = "cuda", process_group=None) -> "DiGForPreTraining":
+    def convert_sync_batchnorm(self, device_type: str = "cuda", process_group=None) -> DiGForPreTraining:
         """Synchronise every BatchNorm over processes (the original converts to SyncBatchNorm under DDP):
         torch's SyncBatchNorm on GPUs, `DiGSyncBatchNorm1d` on CPU (gloo). Call before wrapping in DDP."""
         for name in ("pix_projector", "projector", "predictor", "momentum_pix_projector", "momentum_projector"):
@@ -473,8 +481,8 @@ __all__ = [
     "DiGForPreTraining",
     "DiGPreTrainingOutput",
     "DiGSyncBatchNorm1d",
-    "convert_to_sync_batchnorm",
     "contrastive_loss",
+    "convert_to_sync_batchnorm",
     "momentum_schedule",
     "patchify",
     "register_dig_pretraining_auto_classes",

@@ -8,24 +8,41 @@
   magnitude 5 of 10; rotation expands the canvas so no character is cut off.
 
 Both draw every random number from their own `random.Random` (pass a seed or an instance), so runs are
-reproducible; DataLoader workers should each get a differently seeded copy (`worker_init_fn`).
+reproducible. Inside a DataLoader worker the generator is re-seeded from the worker's torch seed (which
+torch derives from the main process's seed), so forked workers do not repeat each other's augmentations.
 Written on PIL and numpy (timm and OpenCV are not dependencies); parameters follow the originals.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import functional as F
 
 Rng = random.Random | int | None
 
 
-def _as_rng(rng: Rng) -> random.Random:
-    return rng if isinstance(rng, random.Random) else random.Random(rng)
+class _SeededAugment:
+    """Owns the random generator: the given one in the creating process, a re-seeded one in each worker."""
+
+    def __init__(self, rng: Rng) -> None:
+        if rng is None:
+            rng = random.SystemRandom().getrandbits(64)
+        self.rng = rng if isinstance(rng, random.Random) else random.Random(rng)
+        # what workers derive their seeds from (hashing the state leaves the given generator untouched)
+        self._base_seed = hash(rng.getstate()) if isinstance(rng, random.Random) else rng
+        self._pid = os.getpid()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # forked into a worker: the generator state is a copy of the parent's
+            self._pid = os.getpid()
+            worker = get_worker_info()
+            self.rng = random.Random(f"{self._base_seed}-{worker.seed if worker is not None else self._pid}")
 
 
 def _border_color(image: Image.Image) -> tuple[int, ...]:
@@ -62,13 +79,15 @@ def _warp_perspective(image: Image.Image, destination: list[tuple[float, float]]
     return image.transform(
         (right - left, bottom - top),
         Image.Transform.PERSPECTIVE,
-        _perspective_coefficients(shifted, source),
+        perspective_coefficients(shifted, source),
         Image.Resampling.BICUBIC,
         fillcolor=fill,
     )
 
 
-def _perspective_coefficients(output_points, input_points) -> tuple[float, ...]:
+def perspective_coefficients(
+    output_points: list[tuple[float, float]], input_points: list[tuple[float, float]]
+) -> tuple[float, ...]:
     """The 8 coefficients PIL needs to map output coordinates back to input coordinates."""
     rows, rhs = [], []
     for (x, y), (u, v) in zip(output_points, input_points):
@@ -78,7 +97,7 @@ def _perspective_coefficients(output_points, input_points) -> tuple[float, ...]:
     return tuple(np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64)))
 
 
-class DiGTrainAugment:
+class DiGTrainAugment(_SeededAugment):
     """ABINet-style training augmentation with DiG's settings (degrees 45, scale 0.5-2, shear (45, 15),
     distortion 0.5; noise variance 20, motion-blur size 6, rescale factor 4; jitter 0.5/0.5/0.5/0.1).
 
@@ -103,13 +122,14 @@ class DiGTrainAugment:
         saturation: float = 0.5,
         hue: float = 0.1,
     ) -> None:
-        self.rng = _as_rng(rng)
+        super().__init__(rng)
         self.geometry_p, self.deterioration_p, self.color_p = geometry_p, deterioration_p, color_p
         self.degrees, self.scale, self.shear, self.distortion = degrees, scale, shear, distortion
         self.noise_variance, self.blur_size, self.rescale_factor = noise_variance, blur_size, rescale_factor
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        self._check_process()
         image = image.convert("RGB")
         if self.rng.random() < self.geometry_p:
             image = self.rng.choice([self.rotate, self.affine, self.perspective])(image)
@@ -199,7 +219,7 @@ _LEVEL_DENOM = 10.0  # timm's magnitude scale
 _FILL = (128, 128, 128)  # timm's default fill for geometric ops
 
 
-class PARSeqRandAugment:
+class PARSeqRandAugment(_SeededAugment):
     """PARSeq's RandAugment: `num_ops` distinct ops, each applied with probability `p` at `magnitude`/10.
 
     Op strengths at magnitude 5 (timm's "increasing" variants with PARSeq's hyper-parameters): rotate
@@ -228,12 +248,13 @@ class PARSeqRandAugment:
     ) -> None:
         if not 0 < num_ops <= len(self.OPS):
             raise ValueError(f"num_ops must be in 1..{len(self.OPS)}, got {num_ops}")
-        self.rng = _as_rng(rng)
+        super().__init__(rng)
         self.num_ops, self.magnitude, self.p = num_ops, magnitude, p
         self.rotate_deg, self.shear_x_pct, self.shear_y_pct = rotate_deg, shear_x_pct, shear_y_pct
         self.translate_x_pct, self.translate_y_pct = translate_x_pct, translate_y_pct
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        self._check_process()
         image = image.convert("RGB")
         for name in self.rng.sample(self.OPS, self.num_ops):  # without replacement, as PARSeq's weights force
             if self.rng.random() < self.p:

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 # Record-level skip reasons (label-level ones live in processing.labels).
 MISSING_KEY = "missing_label_or_image"
+LABEL_NOT_UTF8 = "label_not_utf8"
 CORRUPT_IMAGE = "corrupt_image"
 IMAGE_TOO_SMALL = "image_too_small"
 EXTREME_ASPECT_RATIO = "extreme_aspect_ratio"
@@ -211,7 +212,11 @@ class RecordFilter:
         }
 
     def label(self, raw: bytes, key: str, skips: SkipCounter) -> str | None:
-        text = raw.decode("utf-8", errors="replace")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # never guess a replacement label
+            skips.add(LABEL_NOT_UTF8, key)
+            return None
         if self.label_normalizer is None:
             return text
         result = self.label_normalizer(text)

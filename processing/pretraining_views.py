@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 IMAGE_SIZE: tuple[int, int] = (32, 128)
@@ -116,7 +115,10 @@ class DiGPretrainingViews:
         if min(image.size) < MIN_AUGMENT_SIDE:
             # Blur and elastic kernels need room: enlarge tiny crops first (the final resize follows anyway).
             scale = MIN_AUGMENT_SIDE / min(image.size)
-            new_size = (max(MIN_AUGMENT_SIDE, round(image.width * scale)), max(MIN_AUGMENT_SIDE, round(image.height * scale)))
+            new_size = (
+                max(MIN_AUGMENT_SIDE, round(image.width * scale)),
+                max(MIN_AUGMENT_SIDE, round(image.height * scale)),
+            )
             image = image.resize(new_size, Image.BICUBIC)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:

@@ -75,7 +75,8 @@ def compute_scene_text_metrics(
 
 def weighted_average(table: Mapping[str, Mapping[str, float | int]]) -> dict[str, float | int]:
     """Average each metric over benchmarks weighted by `num_samples` (PARSeq's "Combined" row): the same
-    as pooling every sample. A metric missing from some benchmark is averaged over those that have it."""
+    as pooling every sample. A metric missing from some benchmark is averaged over those that have it;
+    non-numeric fields are ignored."""
     totals: dict[str, float] = {}
     weights: dict[str, int] = {}
     for name, row in table.items():
@@ -83,8 +84,8 @@ def weighted_average(table: Mapping[str, Mapping[str, float | int]]) -> dict[str
             raise KeyError(f"benchmark {name!r} has no 'num_samples': cannot weight it")
         count = int(row["num_samples"])
         for metric, value in row.items():
-            if metric == "num_samples":
-                continue
+            if metric == "num_samples" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # counts and non-numeric fields (names, notes) are not averaged
             totals[metric] = totals.get(metric, 0.0) + float(value) * count
             weights[metric] = weights.get(metric, 0) + count
     average: dict[str, float | int] = {metric: totals[metric] / weights[metric] for metric in totals if weights[metric]}

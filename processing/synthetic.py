@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from .augmentation import perspective_coefficients
 from .charsets import CHARSET_94
 from .lmdb_writer import write_str_lmdb
 
@@ -142,14 +143,9 @@ def _perspective(image: Image.Image, rng: random.Random, amount: float, fill: tu
     shift = amount * height
     corners = [(0, 0), (width, 0), (width, height), (0, height)]
     moved = [(x + rng.uniform(-shift, shift), y + rng.uniform(-shift, shift)) for x, y in corners]
-    rows, rhs = [], []
-    for (x, y), (u, v) in zip(corners, moved):  # solve for the 8 coefficients of the output->input map
-        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        rhs.extend([u, v])
-    coefficients = np.linalg.solve(np.array(rows, dtype=np.float64), np.array(rhs, dtype=np.float64))
+    coefficients = perspective_coefficients(corners, moved)  # output corner -> where it samples the input
     return image.transform(
-        image.size, Image.Transform.PERSPECTIVE, tuple(coefficients), Image.Resampling.BILINEAR, fillcolor=fill
+        image.size, Image.Transform.PERSPECTIVE, coefficients, Image.Resampling.BILINEAR, fillcolor=fill
     )
 
 
@@ -263,11 +259,13 @@ def build_synthetic_benchmark(
         num_workers = min(2, os.cpu_count() or 1)
     train_words, held_out_words = split_vocabulary(load_wordlist(wordlist, charset), held_out_fraction, seed)
     plan = {"train": (num_train, train_words), "val": (num_val, held_out_words), "test": (num_test, held_out_words)}
+    folders = {split: Path(output_root) / split / name for split, (count, _) in plan.items() if count > 0}
+    existing = [str(folder) for folder in folders.values() if folder.exists()]
+    if existing and not overwrite:  # checked up front so a refused build writes nothing
+        raise FileExistsError(f"{existing} already exist; pass overwrite=True to replace them")
     written = {}
-    for split, (count, words) in plan.items():
-        if count <= 0:
-            continue
-        folder = Path(output_root) / split / name
+    for split, folder in folders.items():
+        count, words = plan[split]
         write_str_lmdb(folder, render_split(split, count, words, seed, difficulty, num_workers), overwrite=overwrite)
         written[split] = folder
     return written
@@ -282,3 +280,47 @@ def contact_sheet(images: list[Image.Image], columns: int = 6, cell: tuple[int, 
         thumb = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
         sheet.paste(thumb, ((i % columns) * cell[0] + 2, (i // columns) * cell[1] + 2))
     return sheet
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m processing.synthetic OUTPUT_ROOT [--num-train N ...]`: write the benchmark."""
+    import argparse
+    import logging
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output_root")
+    parser.add_argument("--num-train", type=int, default=20000)
+    parser.add_argument("--num-val", type=int, default=1000)
+    parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", choices=sorted(DIFFICULTIES), default="easy")
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--contact-sheet", help="also save 48 training samples tiled into this PNG")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start = time.perf_counter()
+    paths = build_synthetic_benchmark(
+        args.output_root,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_test=args.num_test,
+        seed=args.seed,
+        difficulty=args.difficulty,
+        num_workers=args.num_workers,
+        overwrite=args.overwrite,
+    )
+    total = args.num_train + args.num_val + args.num_test
+    elapsed = time.perf_counter() - start
+    print(
+        f"wrote {total} images in {elapsed:.1f} s ({total / elapsed:.0f} images/s): {sorted(map(str, paths.values()))}"
+    )
+    if args.contact_sheet:
+        words, _ = split_vocabulary(load_wordlist(), 0.2, args.seed)
+        samples = [_render_sample("train", args.seed, i, words, args.difficulty) for i in range(48)]
+        contact_sheet([Image.open(io.BytesIO(data)) for data, _ in samples]).save(args.contact_sheet)
+
+
+if __name__ == "__main__":
+    main()

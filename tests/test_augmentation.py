@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from processing.augmentation import DiGTrainAugment, PARSeqRandAugment
@@ -79,3 +83,39 @@ def test_randaugment_picks_distinct_ops_each_applied_with_p(monkeypatch):
     assert all(len(ops) == 3 and len(set(ops)) == 3 for ops in applied)
     never = PARSeqRandAugment(1, p=0.0)
     assert never(word_image()).tobytes() == word_image().tobytes()
+
+
+def test_forked_workers_get_their_own_streams(monkeypatch):
+    from processing import augmentation
+
+    image = word_image()
+    parent = DiGTrainAugment(5)
+    real_pid = os.getpid()
+
+    def in_worker(worker_seed: int) -> list[bytes]:
+        clone = pickle.loads(pickle.dumps(parent))  # a worker starts from a copy of the parent's state
+        monkeypatch.setattr(augmentation, "os", SimpleNamespace(getpid=lambda: real_pid + 1 + worker_seed))
+        monkeypatch.setattr(augmentation, "get_worker_info", lambda: SimpleNamespace(seed=worker_seed))
+        return [clone(image).tobytes() for _ in range(8)]
+
+    assert in_worker(100) != in_worker(101)  # two workers do not repeat each other
+    assert in_worker(100) == in_worker(100)  # and each is reproducible from torch's worker seed
+
+
+class _SameImage(torch.utils.data.Dataset):
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.augment(word_image())).copy())
+
+
+@pytest.mark.slow
+def test_dataloader_workers_augment_differently():
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(_SameImage(PARSeqRandAugment(3, p=1.0)), batch_size=None, num_workers=2)
+    items = [item.numpy().tobytes() for item in loader]  # workers alternate: items 0, 2, ... from worker 0
+    assert items[0] != items[1] and items[2] != items[3]

@@ -93,9 +93,7 @@ def test_saved_processor_uses_test_normalisation_and_pipeline_reads(converted, c
 @pytest.mark.parametrize("variant", ["CLIP4STR-B/16", "CLIP4STR-L/14"])
 def test_full_size_keys_map_completely(clip4str_fixtures, variant):
     full = json.loads((clip4str_fixtures / "full_size_keys.json").read_text())[variant]
-    original = {
-        k["name"].removeprefix(""): torch.empty(k["shape"], device="meta") for k in full["keys"]
-    }
+    original = {k["name"].removeprefix(""): torch.empty(k["shape"], device="meta") for k in full["keys"]}
     hyper_parameters = {"dec_num_heads": full["decoder"]["num_heads"], "text_freeze_nlayer": full["text_freeze_nlayer"]}
     config = config_from_original(original, hyper_parameters)
     preset = CLIP4STRConfig.from_preset(variant)
@@ -160,9 +158,15 @@ inputs = load_file({str(clip4str_fixtures / "inputs.safetensors")!r})
 expected = load_file({str(clip4str_fixtures / "expected.safetensors")!r})
 ids = model.generate(pixel_values=inputs["pixel_values"])
 assert torch.equal(ids, expected["final_ids"])
+from transformers import AutoProcessor
+processor = AutoProcessor.from_pretrained({str(converted)!r}, trust_remote_code=True)
+assert processor.image_processor.normalization == "test"
+assert processor.batch_decode(ids)[2] == "l06"
 print("OK")
 """
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout

@@ -79,8 +79,13 @@ def test_fp16_rounding_matches_the_original_loader(open_clip_model):
     _, reference = open_clip_model
     state_dict = reference.state_dict()
     rounded = round_like_original(state_dict)
-    for key in ("visual.conv1.weight", "visual.proj", "text_projection", "transformer.resblocks.0.attn.in_proj_weight",
-                "visual.transformer.resblocks.0.mlp.c_fc.bias"):
+    for key in (
+        "visual.conv1.weight",
+        "visual.proj",
+        "text_projection",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "visual.transformer.resblocks.0.mlp.c_fc.bias",
+    ):
         assert rounded[key].dtype == torch.float16, key
     for key in ("visual.ln_post.weight", "token_embedding.weight", "positional_embedding", "visual.class_embedding"):
         assert torch.equal(rounded[key], state_dict[key]), key  # the original keeps these in float32
@@ -91,10 +96,21 @@ def test_transformers_clip_folder(tmp_path):
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        vision_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=1, num_attention_heads=1,
-                           image_size=32, patch_size=16),
-        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=1,
-                         max_position_embeddings=16),
+        vision_config={
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 1,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        text_config={
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "max_position_embeddings": 16,
+        },
         projection_dim=32,
     )
     clip = CLIPModel(config).eval()
@@ -107,8 +123,9 @@ def test_transformers_clip_folder(tmp_path):
         theirs = clip.visual_projection(clip.vision_model.post_layernorm(hidden))
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
         text = model.get_text_features(CAPTION_IDS)
-        torch.testing.assert_close(text, clip.text_projection(clip.text_model(input_ids=CAPTION_IDS).last_hidden_state),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            text, clip.text_projection(clip.text_model(input_ids=CAPTION_IDS).last_hidden_state), atol=1e-6, rtol=0
+        )
 
 
 def test_not_a_clip_file_is_a_clear_error(tmp_path):

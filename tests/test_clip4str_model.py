@@ -7,18 +7,25 @@ import torch
 
 from modeling_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig, CLIP4STRForTextRecognition
 from modeling_clip4str.caption_tokenizer import CaptionTokenizer
-from modeling_clip4str.configuration_clip4str import CLIP4STR_PRESETS, build_preset_kwargs
+from modeling_clip4str.configuration_clip4str import build_preset_kwargs
 from modeling_clip4str.modeling_clip4str import labels_to_target
 from modeling_clip4str.permutations import generate_permutations, permutation_attention_masks
 
 
 def tiny_config(depth: int = 1, dropout: float = 0.1, **overrides) -> CLIP4STRConfig:
     kwargs = build_preset_kwargs(
-        embed_dim=32, vision_width=64, vision_layers=1, patch_size=16, image_size=32,
-        text_width=64, text_layers=2, vocab_size=49408, context_length_weights=20, text_freeze_nlayer=1,
+        embed_dim=32,
+        vision_width=64,
+        vision_layers=1,
+        patch_size=16,
+        image_size=32,
+        text_width=64,
+        text_layers=2,
+        vocab_size=49408,
+        context_length_weights=20,
+        text_freeze_nlayer=1,
     )
-    kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, depth=depth, max_label_length=8,
-                                              dropout=dropout)
+    kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, depth=depth, max_label_length=8, dropout=dropout)
     kwargs.update(overrides)
     return CLIP4STRConfig(**kwargs)
 
@@ -80,8 +87,14 @@ def test_generate_returns_ids_without_start_token_and_scores(pixels):
     with torch.no_grad():
         logits = model(pixel_values=pixels).logits
         ids = model.generate(pixel_values=pixels)
-        out = model.generate(pixel_values=pixels, output_scores=True, return_dict_in_generate=True, labels=None,
-                             max_length=5, num_beams=1)
+        out = model.generate(
+            pixel_values=pixels,
+            output_scores=True,
+            return_dict_in_generate=True,
+            labels=None,
+            max_length=5,
+            num_beams=1,
+        )
     assert torch.equal(ids, logits.argmax(-1))
     assert torch.equal(out.sequences, ids)
     assert len(out.scores) == ids.shape[1]
@@ -151,8 +164,14 @@ def test_permutations_and_masks_follow_parseq():
 def test_training_loss_is_seedable_and_backpropagates(pixels):
     model = tiny_model()
     model.train()
-    labels = torch.tensor([[11, 12, 13, 14, 15, 16, 0], [20, 21, 0, -100, -100, -100, -100],
-                           [30, 0, -100, -100, -100, -100, -100], [1, 2, 3, 4, 5, 0, -100]])
+    labels = torch.tensor(
+        [
+            [11, 12, 13, 14, 15, 16, 0],
+            [20, 21, 0, -100, -100, -100, -100],
+            [30, 0, -100, -100, -100, -100, -100],
+            [1, 2, 3, 4, 5, 0, -100],
+        ]
+    )
     torch.manual_seed(0)  # dropout
     loss_a = model(pixel_values=pixels, labels=labels, generator=torch.Generator().manual_seed(7)).loss
     torch.manual_seed(0)
@@ -185,8 +204,9 @@ def test_loss_formula_and_num_items_in_batch(pixels):
         total = int((same_ratio != -100).sum())
         full = model.permutation_loss(pixels, same_ratio, permutations=perms).loss
         accumulated = sum(
-            model.permutation_loss(pixels[k : k + 2], same_ratio[k : k + 2], permutations=perms,
-                                   num_items_in_batch=total).loss
+            model.permutation_loss(
+                pixels[k : k + 2], same_ratio[k : k + 2], permutations=perms, num_items_in_batch=total
+            ).loss
             for k in (0, 2)
         )
     torch.testing.assert_close(accumulated, full, atol=1e-6, rtol=0)
@@ -209,8 +229,40 @@ def test_freezing_follows_text_freeze_nlayer():
     assert "logit_scale" in frozen
     assert "text_model.embeddings.token_embedding.weight" in frozen
     assert any(n.startswith("text_model.encoder.layers.0.") for n in frozen)
-    assert not any(n.startswith(("text_model.encoder.layers.1.", "text_model.final_layer_norm", "text_projection",
-                                 "vision_model", "visual_decoder", "cross_decoder")) for n in frozen)
+    assert not any(
+        n.startswith(
+            (
+                "text_model.encoder.layers.1.",
+                "text_model.final_layer_norm",
+                "text_projection",
+                "vision_model",
+                "visual_decoder",
+                "cross_decoder",
+            )
+        )
+        for n in frozen
+    )
+
+
+def test_image_freezing_follows_the_original():
+    model = tiny_model(image_freeze_nlayer=0)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {"vision_model.embeddings.class_embedding", "vision_model.embeddings.position_embedding.weight"} <= frozen
+    assert not any(
+        n.startswith(
+            (
+                "vision_model.encoder",
+                "vision_model.embeddings.patch_embedding",
+                "vision_model.pre_layrnorm",
+                "vision_model.post_layernorm",
+                "visual_projection",
+            )
+        )
+        for n in frozen
+    )
+    whole = tiny_model(image_freeze_nlayer=1)  # every block of the (1-layer) tower: the whole tower freezes
+    assert not any(p.requires_grad for p in whole.vision_model.parameters())
+    assert not whole.visual_projection.weight.requires_grad
 
 
 def test_presets_match_released_architectures():
@@ -221,7 +273,11 @@ def test_presets_match_released_architectures():
     assert (l14.vision_config.patch_size, l14.vision_config.num_hidden_layers, l14.decoder.d_model) == (14, 24, 768)
     assert CLIP4STRConfig.from_preset("CLIP4STR-B/32").vision_config.patch_size == 32
     b16 = CLIP4STRConfig.from_preset("CLIP4STR-B/16")
-    assert b16.text_freeze_nlayer == 6 and b16.decoder.num_hidden_layers == 1 and b16.vision_config.hidden_act == "quick_gelu"
+    assert (
+        b16.text_freeze_nlayer == 6
+        and b16.decoder.num_hidden_layers == 1
+        and b16.vision_config.hidden_act == "quick_gelu"
+    )
     with pytest.raises(ValueError, match="Unknown CLIP4STR preset"):
         CLIP4STRConfig.from_preset("CLIP4STR-XL")
     with pytest.raises(ValueError, match="bos_token_id"):
@@ -233,7 +289,9 @@ def test_save_and_reload_round_trip(tmp_path, pixels):
     model.save_pretrained(tmp_path)
     reloaded = CLIP4STRForTextRecognition.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits, atol=0, rtol=0)
+        torch.testing.assert_close(
+            reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits, atol=0, rtol=0
+        )
     assert not reloaded.text_model.encoder.layers[0].mlp.fc1.weight.requires_grad  # freezing survives loading
 
 
@@ -261,6 +319,7 @@ def test_gradient_checkpointing_gives_same_gradients(pixels):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # ~30 s on the shared CPU
 def test_seq2seq_trainer_trains_and_predicts_with_generate(tmp_path, pixels):
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
@@ -274,9 +333,18 @@ def test_seq2seq_trainer_trains_and_predicts_with_generate(tmp_path, pixels):
         return {"pixel_values": torch.stack([row["pixel_values"] for row in batch]), "labels": torch.tensor(padded)}
 
     args = Seq2SeqTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
-        gradient_accumulation_steps=2, max_steps=1, predict_with_generate=True, use_cpu=True, report_to=[],
-        save_strategy="no", remove_unused_columns=False, logging_steps=1, seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        predict_with_generate=True,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        remove_unused_columns=False,
+        logging_steps=1,
+        seed=0,
     )
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows, data_collator=collate)
     before = model.visual_decoder.head.weight.detach().clone()

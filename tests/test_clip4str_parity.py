@@ -21,7 +21,12 @@ def _load(folder: str):
     folder_path = Path(folder)
     model, _ = convert_checkpoint(folder_path / "clip4str_reduced.ckpt")
     manifest = json.loads((folder_path / "manifest.json").read_text())
-    return model.eval(), load_file(folder_path / "inputs.safetensors"), load_file(folder_path / "expected.safetensors"), manifest
+    return (
+        model.eval(),
+        load_file(folder_path / "inputs.safetensors"),
+        load_file(folder_path / "expected.safetensors"),
+        manifest,
+    )
 
 
 @pytest.fixture
@@ -139,3 +144,18 @@ def test_training_mode_forward_uses_the_permutation_hook(golden):
     finally:
         model.eval()
     assert abs(out.loss.item() - expected["train_loss_fwd_rev"].item()) < ATOL
+
+
+def test_caption_bpe_ids_match_the_original_tokenize(clip4str_fixtures):
+    from modeling_clip4str.caption_tokenizer import CaptionTokenizer
+    from modeling_clip4str.configuration_clip4str import CHARSET_36, CHARSET_94
+
+    manifest = json.loads((clip4str_fixtures / "manifest.json").read_text())
+    expected = load_file(clip4str_fixtures / "expected.safetensors")
+    tokenizer = CaptionTokenizer(CHARSET_94, CHARSET_36, context_length=16)
+    assert torch.equal(tokenizer.encode(manifest["observed"]["captions"]), expected["captions_token_ids"])
+    assert torch.equal(
+        tokenizer.encode(manifest["observed"]["captions_refined"]), expected["captions_token_ids_refined"]
+    )
+    counts = (expected["captions_token_ids"] != 0).sum(1).tolist()
+    assert counts == manifest["observed"]["caption_num_clip_tokens"]

@@ -27,10 +27,24 @@ def tiny_model(attn: str = "eager", **overrides) -> DiGForTextRecognition:
     config = DiGConfig.from_preset("tiny-test", **overrides)
     config._attn_implementation = attn
     model = DiGForTextRecognition(config).eval()
-    # random weights give near-uniform outputs: sharpen the classifier so decoding is not a tie-break lottery
+    # random weights give near-uniform outputs: sharpen the classifier so decoding is not a tie-break lottery, and
+    # shrink the N(0, 1) token embedding (PyTorch default, as the original) so that the memory matters
     with torch.no_grad():
         model.classifier.weight.mul_(5)
+        model.decoder.embed_tokens.weight.mul_(0.1)
     return model
+
+
+def set_mixed_length_eos_bias(model: DiGForTextRecognition, pixel_values: torch.Tensor) -> list[int]:
+    """Raise the EOS bias until the batch's greedy sequences stop at different steps (deterministic scan)."""
+    for bias in torch.arange(2.0, 10.0, 0.25).tolist():
+        with torch.no_grad():
+            model.classifier.bias[94] = bias
+            ids = model.generate(pixel_values)
+        stops = (ids == 94).int().argmax(1)
+        if torch.all(stops > 0) and len(set(stops.tolist())) > 1:
+            return stops.tolist()
+    raise AssertionError("no EOS bias gives mixed sequence lengths")
 
 
 def images(batch: int = 3, seed: int = 1) -> torch.Tensor:
@@ -192,6 +206,11 @@ def test_eager_and_sdpa_agree():
     # logits reach ~15 (sharpened classifier): float32 rounding of the two kernels is relative
     assert torch.allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     assert torch.equal(ids_a, ids_b)
+    sdpa.set_attn_implementation("eager")  # switching reaches the encoder/decoder sub-configs
+    assert (sdpa.config.encoder._attn_implementation, sdpa.config.decoder._attn_implementation) == ("eager", "eager")
+    with torch.no_grad():
+        out = sdpa(pixel_values=images(), labels=LABELS, output_attentions=True)
+    assert out.cross_attentions[0] is not None and torch.equal(out.logits, a.logits)
 
 
 def test_incremental_decoding_equals_full_forward():
@@ -216,23 +235,21 @@ def test_incremental_decoding_equals_full_forward():
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-@pytest.mark.parametrize("eos_bias", [None, 9.0])
-def test_generate_cached_equals_uncached(num_beams, eos_bias):
+@pytest.mark.parametrize("mixed_lengths", [False, True])
+def test_generate_cached_equals_uncached(num_beams, mixed_lengths):
     """The KV-cached decoding and the uncached reference mode (prefix and memory projections recomputed at every
     step) give the same ids and logits; eos_bias=9 makes the 4 sequences stop at different steps (9 and 17)."""
     model = tiny_model("sdpa")
-    if eos_bias is not None:
-        with torch.no_grad():
-            model.classifier.bias[94] = eos_bias
+    if mixed_lengths:
+        set_mixed_length_eos_bias(model, images(6))
     kwargs = {"num_beams": num_beams, "return_dict_in_generate": True, "output_logits": True}
     if num_beams > 1:
         kwargs["output_scores"] = True
     with torch.no_grad():
-        cached = model.generate(images(4), use_cache=True, **kwargs)
-        uncached = model.generate(images(4), use_cache=False, **kwargs)
-    if eos_bias is not None:
-        stops = (cached.sequences == 94).int().argmax(1)
-        assert len(set(stops.tolist())) > 1 and torch.all(stops > 0)
+        cached = model.generate(images(6), use_cache=True, **kwargs)
+        uncached = model.generate(images(6), use_cache=False, **kwargs)
+    if mixed_lengths:
+        assert torch.any(cached.sequences == 94) and cached.sequences.shape[1] < 26
     assert torch.equal(cached.sequences, uncached.sequences)
     assert cached.sequences.shape[1] <= 26
     for a, b in zip(cached.logits, uncached.logits):
@@ -241,21 +258,22 @@ def test_generate_cached_equals_uncached(num_beams, eos_bias):
         assert torch.allclose(cached.sequences_scores, uncached.sequences_scores, atol=1e-5)
 
 
-def test_beam_search_scores_at_least_the_greedy_sequence():
+def test_beam_scores_equal_teacher_forced_rescoring():
+    """Beam search keeps each prefix with its own cache rows: the returned scores must equal the log-probability of
+    the returned sequences recomputed by teacher forcing (the original's beam search failed exactly this: it never
+    reordered prefixes by their parent beam)."""
     model = tiny_model()
+    pixels = images(6)
+    set_mixed_length_eos_bias(model, pixels)
     with torch.no_grad():
-        greedy = model.generate(images(), output_scores=True, return_dict_in_generate=True)
-        beam = model.generate(
-            images(), num_beams=4, length_penalty=0.0, return_dict_in_generate=True, output_scores=True
-        )
-        # log-probability of the greedy sequences, same convention as beam scores (sum of token log-probs)
-        greedy_logp = torch.stack(greedy.scores, 1).log_softmax(-1)
-        chosen = greedy_logp.gather(-1, greedy.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
-        finished = torch.ones_like(chosen, dtype=torch.bool)
-        after_eos = (greedy.sequences[:, 1:] == 94).int().cumsum(1) - (greedy.sequences[:, 1:] == 94).int()
-        finished &= after_eos.eq(0)
-        greedy_total = (chosen * finished).sum(1)
-    assert torch.all(beam.sequences_scores >= greedy_total - 1e-4)
+        beam = model.generate(pixels, num_beams=4, length_penalty=0.0, return_dict_in_generate=True, output_scores=True)
+        sequences = beam.sequences
+        logits = model(pixel_values=pixels, decoder_input_ids=sequences[:, :-1], use_cache=False).logits
+    log_probs = logits.log_softmax(-1).gather(-1, sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+    is_eos = sequences[:, 1:] == 94
+    keep = (is_eos.int().cumsum(1) - is_eos.int()) == 0  # up to and including the first EOS
+    assert torch.any(is_eos) and not torch.all(is_eos.any(1) & (is_eos.int().argmax(1) == 0))
+    assert torch.allclose((log_probs * keep).sum(1), beam.sequences_scores, atol=1e-4)
 
 
 def test_generation_is_bounded_and_stops_at_eos():
@@ -352,3 +370,43 @@ def test_auto_classes_and_save_load_round_trip(tmp_path):
     assert torch.equal(reloaded.encoder.position_embeddings, model.encoder.position_embeddings)
     with torch.no_grad():
         assert torch.equal(model.generate(images()), reloaded.generate(images()))
+
+
+@pytest.mark.parametrize("normalization", ["sequence", "token"])
+def test_trainer_gradient_accumulation_equals_one_batch(tmp_path, normalization):
+    """Through the real Trainer: 2 micro-batches of 2 with accumulation give the same SGD step as 1 batch of 4."""
+    from transformers import Trainer, TrainingArguments
+
+    pixels = images(4, seed=5)
+    labels = torch.cat([LABELS, LABELS[1:2]])
+    dataset = [{"pixel_values": pixels[i], "labels": labels[i]} for i in range(4)]
+
+    def step(batch_size: int, accumulation: int) -> torch.Tensor:
+        model = tiny_model(loss_normalization=normalization)
+        _deterministic_train(model)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"run{batch_size}"),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            learning_rate=0.5,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            seed=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=dataset)
+        trainer.train()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain = step(4, 1)
+    accumulated = step(2, 2)
+    reference = torch.cat([p.detach().flatten() for p in tiny_model().parameters()])
+    assert (plain - reference).abs().max() > 1e-4  # the step did move the weights
+    assert torch.allclose(plain, accumulated, atol=1e-6)

@@ -40,10 +40,19 @@ def _batch(batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_released_preset_and_validation():
     config = DiGPreTrainingConfig.from_preset("vit-small")
-    assert (config.encoder.hidden_size, config.encoder.num_hidden_layers, config.encoder.num_attention_heads) == (384, 12, 6)
+    assert (config.encoder.hidden_size, config.encoder.num_hidden_layers, config.encoder.num_attention_heads) == (
+        384,
+        12,
+        6,
+    )
     assert not config.encoder.use_final_norm and config.encoder.drop_path_rate == 0.0
     assert (config.mask_ratio, config.num_windows, config.moco_dim, config.moco_mlp_dim) == (0.7, 4, 256, 4096)
-    assert (config.temperature, config.momentum, config.loss_weight_pixel, config.loss_weight_contrast) == (0.2, 0.99, 1.0, 0.1)
+    assert (config.temperature, config.momentum, config.loss_weight_pixel, config.loss_weight_contrast) == (
+        0.2,
+        0.99,
+        1.0,
+        0.1,
+    )
     assert (config.pix_projector_hidden_size, config.mim_head_hidden_size, config.num_masked_patches) == (512, 192, 179)
     # @strict wraps validate_architecture's ValueError in huggingface_hub's StrictDataclassClassValidationError.
     with pytest.raises(StrictDataclassError, match="use_final_norm=False"):
@@ -172,7 +181,9 @@ def test_recognizer_initialised_from_pretraining_folder(tmp_path, caplog):
     fresh = DiGForTextRecognition(config)
     again = load_pretrained_encoder(fresh, tmp_path)
     assert again.loaded == report.loaded
-    assert torch.equal(fresh.state_dict()["encoder.blocks.1.attn.qkv.weight"], state["encoder.blocks.1.attn.qkv.weight"])
+    assert torch.equal(
+        fresh.state_dict()["encoder.blocks.1.attn.qkv.weight"], state["encoder.blocks.1.attn.qkv.weight"]
+    )
 
 
 def test_recognizer_init_rejects_mismatched_sizes(tmp_path):

@@ -53,9 +53,16 @@ def test_config_inferred_from_tensors(converted):
     model, checkpoint, _, _ = converted
     config = model.config
     assert is_pretraining_state_dict(checkpoint["model"])
-    assert (config.encoder.hidden_size, config.encoder.num_hidden_layers, config.encoder.intermediate_size) == (96, 2, 384)
+    assert (config.encoder.hidden_size, config.encoder.num_hidden_layers, config.encoder.intermediate_size) == (
+        96,
+        2,
+        384,
+    )
     assert (config.moco_dim, config.moco_mlp_dim, config.pix_projector_hidden_size, config.mim_head_hidden_size) == (
-        64, 256, 512, 64,
+        64,
+        256,
+        512,
+        64,
     )
     assert config.num_windows == 4 and config.temperature == pytest.approx(0.2) and not config.encoder.use_final_norm
 
@@ -70,7 +77,9 @@ def test_eval_mode_parity(converted):
     torch.testing.assert_close(output.mim_target, expected["mim_target"], atol=0, rtol=0)
     torch.testing.assert_close(output.mim_loss, expected["mim_loss"], atol=0, rtol=1e-5)
     torch.testing.assert_close(output.contrastive_loss, expected["contrastive_loss"], atol=0, rtol=1e-5)
-    torch.testing.assert_close(output.loss, expected["mim_loss"] + 0.1 * expected["contrastive_loss"], atol=0, rtol=1e-5)
+    torch.testing.assert_close(
+        output.loss, expected["mim_loss"] + 0.1 * expected["contrastive_loss"], atol=0, rtol=1e-5
+    )
     # Momentum 1.0 leaves every tensor untouched (the in-forward EMA is a no-op).
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -18,6 +18,7 @@ from processing.lmdb_dataset import (
     CORRUPT_IMAGE,
     EXTREME_ASPECT_RATIO,
     IMAGE_TOO_SMALL,
+    LABEL_NOT_UTF8,
     MISSING_KEY,
     SkipCounter,
     STRLmdbDataset,
@@ -45,13 +46,13 @@ def raw_lmdb(folder: Path, records: dict[bytes, bytes]) -> Path:
 
 
 def bad_records() -> dict[bytes, bytes]:
-    labels = ["good", "x" * 30, "corrupt", "tiny", "日本", "wide", "fine", "nolabel"]
-    images = [png(), png(), b"not an image", png(5, 1), png(), png(300, 4), png(value=3), png()]
-    records = {b"num-samples": str(len(labels) + 1).encode()}  # record 9 has neither key
+    labels = ["good", "x" * 30, "corrupt", "tiny", "日本", "wide", "fine", "nolabel", b"\xff\xfe"]
+    images = [png(), png(), b"not an image", png(5, 1), png(), png(300, 4), png(value=3), png(), png()]
+    records = {b"num-samples": str(len(labels) + 1).encode()}  # record 10 has neither key
     for index, (label, image) in enumerate(zip(labels, images), start=1):
         records[f"image-{index:09d}".encode()] = image
         if label != "nolabel":
-            records[f"label-{index:09d}".encode()] = label.encode()
+            records[f"label-{index:09d}".encode()] = label if isinstance(label, bytes) else label.encode()
     return records
 
 
@@ -80,15 +81,17 @@ def test_skips_are_counted_by_reason_never_substituted(tmp_path):
         "empty_after_normalisation": 1,
         EXTREME_ASPECT_RATIO: 1,
         MISSING_KEY: 2,
+        LABEL_NOT_UTF8: 1,
     }
     assert skips.examples[CORRUPT_IMAGE] == ["bad:3"]
-    assert skips.examples[MISSING_KEY] == ["bad:8", "bad:9"]
-    assert "skipped 7 records" in skips.report()
+    assert skips.examples[MISSING_KEY] == ["bad:8", "bad:10"]
+    assert skips.examples[LABEL_NOT_UTF8] == ["bad:9"]
+    assert "skipped 8 records" in skips.report()
     # the same filter for the streaming and the torch readers
     assert [row["label"] for row in stream_str_lmdb(tmp_path / "bad", LabelNormalizer())] == ["good", "fine"]
     torch_ds = STRLmdbDataset(tmp_path / "bad", LabelNormalizer(), image_check="full")
     assert [torch_ds[i]["label"] for i in range(len(torch_ds))] == ["good", "fine"]
-    assert torch_ds.skips.total == 7
+    assert torch_ds.skips.total == 8
     relaxed = load_str_lmdb(tmp_path / "bad", LabelNormalizer(), max_aspect_ratio=None, cache_dir=str(tmp_path / "c2"))
     assert relaxed["label"] == ["good", "wide", "fine"]
 

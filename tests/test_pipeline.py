@@ -1,6 +1,7 @@
 """pipeline("image-to-text") for the recognizers: library path (registered pipeline) and remote code (custom_pipelines).
 
-Both must give the same text as `model.generate` + `processor.batch_decode`.
+Both must give the same texts (and confidences) as `model.generate` + `processor.batch_decode`. Generation is the
+slow part on a shared CPU, so one tiny model and one reference decode serve every DiG test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from processing.pipeline_scene_text import (
     SceneTextAwareImageTextToTextPipeline,
     SceneTextPipelinesConfigMixin,
     register_scene_text_pipeline,
+    save_scene_text_pipeline_code,
     scene_text_custom_pipelines,
     scene_text_pipeline_registered,
 )
@@ -51,13 +53,25 @@ def _images() -> list[Image.Image]:
 
 
 def _tiny_model() -> DiGForTextRecognition:
+    """A random tiny DiG whose greedy texts differ per image, are non-empty and, where possible, stop at an EOS
+    before max_length, so that decoding, EOS cuts and batching mistakes would change the strings.
+
+    Sharper logits make the prediction depend on the image. The EOS boost is computed from one decode: raising the
+    EOS logit by b ends a row at its first step where (best logit - EOS logit) < b, and leaves earlier steps alone.
+    """
     torch.manual_seed(0)
     model = DiGForTextRecognition(DiGConfig.from_preset("tiny-test")).eval()
-    # Sharper logits and a boosted EOS make the random model read a different, EOS-terminated text per image
-    # ("^^,,,", "^,,,,,,,,,,,,,,", "^,,,,,,,,,,,,,"), so decoding and batching mistakes show up.
+    pixel_values = DiGProcessor()(images=_images())["pixel_values"]
+    eos = model.config.eos_token_id
     with torch.no_grad():
         model.classifier.weight.mul_(8.0)
-        model.classifier.bias[model.config.eos_token_id] += 15.0
+        out = model.generate(pixel_values=pixel_values, output_logits=True, return_dict_in_generate=True)
+        logits = torch.stack(out.logits, dim=1)  # [B, steps, C], no EOS predicted when unboosted
+        needed = logits.max(-1).values - logits[..., eos]
+        keep_first = needed[:, 0].min()  # below this, every row still reads its first character
+        end_early = needed[:, 1:].min()  # above this, some row stops before max_length
+        if end_early < keep_first:
+            model.classifier.bias[eos] += (end_early + keep_first) / 2
     return model
 
 
@@ -76,24 +90,24 @@ def dig_folder(tmp_path_factory) -> Path:
         processor.save_pretrained(folder)
     finally:
         DiGProcessor._auto_class = None
-    # The pipeline file lands here through the config mixin; copy it explicitly when DiGConfig lacks the mixin.
-    if not (folder / "pipeline_scene_text.py").exists():
-        from processing.pipeline_scene_text import save_scene_text_pipeline_code
-
+    if not (folder / "pipeline_scene_text.py").exists():  # written by the config mixin when DiGConfig uses it
         save_scene_text_pipeline_code(folder)
     return folder
 
 
-def _reference(folder: Path, images: list[Image.Image], return_confidence: bool = False):
-    model = DiGForTextRecognition.from_pretrained(folder).eval()
-    processor = DiGProcessor.from_pretrained(folder)
-    pixel_values = processor(images=images)["pixel_values"]
+@pytest.fixture(scope="module")
+def dig_reference(dig_folder) -> tuple[list[str], list[float]]:
+    """Texts and confidences from model.generate + processor.batch_decode, the pipelines' target."""
+    model = DiGForTextRecognition.from_pretrained(dig_folder).eval()
+    processor = DiGProcessor.from_pretrained(dig_folder)
     with torch.no_grad():
-        out = model.generate(pixel_values=pixel_values, output_scores=True, return_dict_in_generate=True)
-    return processor.batch_decode(out.sequences, scores=out.scores, return_confidence=True)
+        out = model.generate(**processor(images=_images()), output_scores=True, return_dict_in_generate=True)
+    texts, confidences = processor.batch_decode(out, return_confidence=True)
+    assert len(set(texts)) > 1 and all(texts), texts  # the stand-in reads different, non-empty texts
+    return texts, confidences
 
 
-def test_custom_pipelines_entry_schema(dig_folder):
+def test_saved_folder_declares_the_remote_pipeline(dig_folder):
     config = json.loads((dig_folder / "config.json").read_text())
     assert config["custom_pipelines"] == {
         "image-to-text": {
@@ -108,35 +122,15 @@ def test_custom_pipelines_entry_schema(dig_folder):
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_dig.DiGProcessor"
 
 
-def test_library_pipeline_single_and_batched(dig_folder):
+def test_library_pipeline_single_and_batched(dig_folder, dig_reference):
     register_scene_text_pipeline()
     if not isinstance(DiGConfig.from_pretrained(dig_folder), SceneTextPipelinesConfigMixin):
         pytest.skip("DiGConfig does not use SceneTextPipelinesConfigMixin: config.custom_pipelines stays visible")
+    texts, confidences = dig_reference
     images = _images()
-    texts, _ = _reference(dig_folder, images)
-    assert len(set(texts)) == 3 and all(0 < len(t) < 25 for t in texts), texts
-    pipe = pipeline("image-to-text", model=str(dig_folder))
+    pipe = pipeline("image-to-text", model=str(dig_folder))  # no trust_remote_code: the library route
     assert isinstance(pipe, SceneTextAwareImageTextToTextPipeline)
     assert pipe(images[0]) == [{"generated_text": texts[0]}]
-    assert pipe(images, batch_size=2) == [[{"generated_text": t}] for t in texts]
-    assert pipe(images) == [[{"generated_text": t}] for t in texts]
-
-
-def test_library_pipeline_single_batched_confidence(tmp_path):
-    """A folder saved without remote code (no custom_pipelines): the registered pipeline serves it."""
-    register_scene_text_pipeline()
-    model = _tiny_model()
-    model.config.custom_pipelines = {}
-    model.save_pretrained(tmp_path)
-    DiGProcessor().save_pretrained(tmp_path)
-    assert not json.loads((tmp_path / "config.json").read_text()).get("custom_pipelines")
-    images = _images()
-    texts, confidences = _reference(tmp_path, images)
-    assert len(set(texts)) == 3 and all(0 < len(t) < 25 for t in texts), texts
-    pipe = pipeline("image-to-text", model=str(tmp_path))
-    assert isinstance(pipe, SceneTextAwareImageTextToTextPipeline)
-    assert pipe(images[2]) == [{"generated_text": texts[2]}]
-    assert pipe(images[:2]) == [[{"generated_text": t}] for t in texts[:2]]
     out = pipe(images, batch_size=2, return_confidence=True)
     assert [o[0]["generated_text"] for o in out] == texts
     assert [o[0]["confidence"] for o in out] == pytest.approx(confidences, rel=1e-5)
@@ -144,11 +138,22 @@ def test_library_pipeline_single_batched_confidence(tmp_path):
         pipe(images[0], text="read this")
 
 
+def test_library_pipeline_for_a_folder_without_remote_code(dig_folder, dig_reference, tmp_path):
+    """No custom_pipelines in config.json (e.g. saved without remote code): the registered pipeline serves it."""
+    register_scene_text_pipeline()
+    model = DiGForTextRecognition.from_pretrained(dig_folder)
+    model.config.custom_pipelines = {}
+    model.save_pretrained(tmp_path)
+    DiGProcessor.from_pretrained(dig_folder).save_pretrained(tmp_path)
+    assert not json.loads((tmp_path / "config.json").read_text()).get("custom_pipelines")
+    pipe = pipeline("image-text-to-text", model=str(tmp_path))
+    assert pipe(_images(), batch_size=3) == [[{"generated_text": t}] for t in dig_reference[0]]
+
+
 def test_library_pipeline_clip4str(tmp_path):
     """CLIP4STR overrides generate() (ids without a start token): same route, same texts and confidences."""
     clip4str = pytest.importorskip("modeling_clip4str")
     from modeling_clip4str.configuration_clip4str import build_preset_kwargs
-
     from processing.processing_clip4str import CLIP4STRProcessor
 
     register_scene_text_pipeline()
@@ -166,7 +171,7 @@ def test_library_pipeline_clip4str(tmp_path):
         out = model.generate(**processor(images=images), output_scores=True, return_dict_in_generate=True)
     texts, confidences = processor.batch_decode(out, return_confidence=True)
     pipe = pipeline("image-to-text", model=str(tmp_path))
-    result = pipe(images, batch_size=2, return_confidence=True)
+    result = pipe(images, batch_size=3, return_confidence=True)
     assert [r[0]["generated_text"] for r in result] == texts
     assert [r[0]["confidence"] for r in result] == pytest.approx(confidences, rel=1e-5)
 
@@ -230,15 +235,15 @@ _REMOTE_SCRIPT = textwrap.dedent(
               for h, w in [(32, 100), (40, 90), (64, 64)]]
     pipe = pipeline("image-to-text", model={folder!r}, trust_remote_code=True)
     single = pipe(images[0])
-    batched = pipe(images, batch_size=2)
+    batched = pipe(images, batch_size=2, return_confidence=True)
     print(json.dumps({{"class": type(pipe).__name__, "single": single, "batched": batched}}))
     """
 )
 
 
 @pytest.mark.slow
-def test_remote_code_pipeline_in_fresh_process(dig_folder, tmp_path):
-    texts, _ = _reference(dig_folder, _images())
+def test_remote_code_pipeline_in_fresh_process(dig_folder, dig_reference, tmp_path):
+    texts, confidences = dig_reference
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="error")
     script = _REMOTE_SCRIPT.format(repo=str(REPO_ROOT), folder=str(dig_folder))
@@ -249,4 +254,5 @@ def test_remote_code_pipeline_in_fresh_process(dig_folder, tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["class"] == "SceneTextRecognitionPipeline"
     assert out["single"] == [{"generated_text": texts[0]}]
-    assert out["batched"] == [[{"generated_text": t}] for t in texts]
+    assert [o[0]["generated_text"] for o in out["batched"]] == texts
+    assert [o[0]["confidence"] for o in out["batched"]] == pytest.approx(confidences, rel=1e-5)

@@ -15,7 +15,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from training.pretrain import PretrainImageDataset, PretrainRecipe, run_pretraining
+from training.pretrain import (
+    PretrainImageDataset,
+    PretrainRecipe,
+    build_pretraining_config,
+    load_pretrain_recipe,
+    run_pretraining,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,11 +48,22 @@ class WordImages(torch.utils.data.Dataset):
 
 
 def _recipe(output_dir: Path, **overrides) -> PretrainRecipe:
-    settings = dict(
-        output_dir=str(output_dir), model_preset="tiny-test", batch_size=4, max_steps=6, base_lr=0.1,
-        warmup_steps=0, num_workers=0, save_steps=3, eval_steps=100, logging_steps=1, cpu=True,
-        progress_bar=False, num_visualize=2, seed=1,
-    )
+    settings = {
+        "output_dir": str(output_dir),
+        "model_preset": "tiny-test",
+        "batch_size": 4,
+        "max_steps": 6,
+        "base_lr": 0.1,
+        "warmup_steps": 0,
+        "num_workers": 0,
+        "save_steps": 3,
+        "eval_steps": 100,
+        "logging_steps": 1,
+        "cpu": True,
+        "progress_bar": False,
+        "num_visualize": 2,
+        "seed": 1,
+    }
     settings.update(overrides)
     return PretrainRecipe(**settings)
 
@@ -110,6 +127,33 @@ def test_image_folder_and_unlabeled_lmdb(tmp_path):
         PretrainImageDataset([tmp_path / "empty"])
 
 
+def test_recipes_load_with_the_seed_hyper_parameters(tmp_path):
+    recipe = load_pretrain_recipe(REPO_ROOT / "configs" / "dig_small_pretrain.yaml")
+    assert (recipe.batch_size, recipe.epochs, recipe.warmup_steps, recipe.base_lr, recipe.min_lr) == (
+        128,
+        10,
+        5000,
+        1.5e-4,
+        1e-5,
+    )
+    assert (recipe.weight_decay, recipe.adam_betas, recipe.momentum_cosine) == (0.1, (0.9, 0.999), True)
+    config = build_pretraining_config(recipe)
+    assert (config.mask_ratio, config.num_windows, config.moco_dim, config.moco_mlp_dim, config.temperature) == (
+        0.7,
+        4,
+        256,
+        4096,
+        0.2,
+    )
+    assert (config.momentum, config.loss_weight_pixel, config.loss_weight_contrast) == (0.99, 1.0, 0.1)
+    assert config.encoder.hidden_size == 384 and not config.encoder.use_final_norm
+    quick = load_pretrain_recipe(REPO_ROOT / "configs" / "quickstart_dig_pretrain.yaml", {"max_steps": 5})
+    assert quick.max_steps == 5 and quick.model_preset == "reduced"
+    (tmp_path / "typo.yaml").write_text("batch_sise: 4\n")
+    with pytest.raises(ValueError, match="batch_sise"):
+        load_pretrain_recipe(tmp_path / "typo.yaml")
+
+
 _DDP_SCRIPT = """
 import json, sys
 import torch
@@ -118,7 +162,7 @@ sys.path.insert(0, {tests!r})
 from accelerate import PartialState
 from test_pretrain_loop import WordImages, _recipe
 from training.pretrain import run_pretraining
-state = PartialState()
+state = PartialState(cpu=True)
 assert state.num_processes == {processes}, state
 result = run_pretraining(_recipe({out!r}, batch_size={batch}, max_steps=3, save_steps=100), dataset=WordImages(16))
 if state.is_main_process:
@@ -134,16 +178,34 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         out = tmp_path / f"p{processes}"
         out.mkdir()
         script = tmp_path / f"run_{processes}.py"
-        script.write_text(textwrap.dedent(_DDP_SCRIPT.format(
-            root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), out=str(out), batch=batch, processes=processes)))
+        script.write_text(
+            textwrap.dedent(
+                _DDP_SCRIPT.format(
+                    root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), out=str(out), batch=batch, processes=processes
+                )
+            )
+        )
         # `--cpu` would make accelerate's launcher run ONE process; the multi-process launcher with a CPU-only
         # Accelerator (recipe.cpu) gives DistributedType.MULTI_CPU over gloo.
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(script),
+        ]
         if processes == 1:
             command = [sys.executable, str(script)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert completed.returncode == 0, completed.stderr[-3000:]
         losses[processes] = json.loads((out / "losses.json").read_text())
     np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4, atol=1e-5)

@@ -32,6 +32,7 @@ def test_wordlist_is_varied_and_in_charset():
     words = load_wordlist()
     assert len(words) >= 3000 and len(set(words)) == len(words)
     assert all(set(w) <= set(CHARSET_94) and 0 < len(w) <= 25 for w in words)
+    assert all(set(w) & set(CHARSET_94[:62]) for w in words)  # never empty under the 36-char test protocol
     assert sum(w.isdigit() for w in words) >= 100
     assert sum(w.isupper() for w in words) >= 20 and sum(w.istitle() for w in words) >= 20
     assert sum(any(c in string.punctuation for c in w) for w in words) >= 100
@@ -80,8 +81,10 @@ def test_benchmark_layout_determinism_and_held_out_words(tmp_path):
     build_synthetic_benchmark(tmp_path / "b", num_train=40, num_val=8, num_test=12, seed=3, num_workers=0)
     for split in ("train", "val", "test"):
         assert lmdb_records(tmp_path / "a" / split / "synth") == lmdb_records(tmp_path / "b" / split / "synth")
-    with pytest.raises(FileExistsError):
-        build_synthetic_benchmark(tmp_path / "a", num_train=4, num_val=0, num_test=0, seed=3, num_workers=0)
+    (tmp_path / "c" / "test" / "synth").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        build_synthetic_benchmark(tmp_path / "c", num_train=4, num_val=0, num_test=2, seed=3, num_workers=0)
+    assert not (tmp_path / "c" / "train").exists()  # refused before writing anything
 
 
 @pytest.mark.slow

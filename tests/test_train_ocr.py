@@ -139,6 +139,12 @@ def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_p
     texts, confidences = recognize(model, processor, [r["image"] for r in dataset], disable_tqdm=True)
     assert [r["text"] for r in rows] == texts
     assert [r["confidence"] for r in rows] == pytest.approx(confidences)
+    # pipeline("image-to-text") reads the same texts and confidences.
+    assert train_ocr.main(["--log-level", "warning", "read", "--pipeline", "--model", str(trained), str(tmp_path),
+                           "--output", str(tmp_path / "pipe.json")]) == 0
+    piped = json.loads((tmp_path / "pipe.json").read_text())
+    assert [r["text"] for r in piped] == texts
+    assert [r["confidence"] for r in piped] == pytest.approx(confidences, rel=1e-4)
     with pytest.raises(FileNotFoundError, match="no such image"):
         train_ocr.main(["read", "--model", str(trained), str(tmp_path / "missing.png")])
 
@@ -208,11 +214,14 @@ def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(pretrain, "run_pretraining", lambda recipe: seen.setdefault("recipe", recipe))
-    config = REPO / "configs" / "quickstart_dig_pretrain.yaml"
-    if not config.is_file():
-        pytest.skip("configs/quickstart_dig_pretrain.yaml not written yet")
-    assert train_ocr.main(["pretrain", "--config", str(config), f"train.output_dir={tmp_path}"]) in (0, None)
-    assert isinstance(seen["recipe"], pretrain.PretrainRecipe)
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("train_data: [/data/unlabeled]\nbatch_size: 128\nadam_betas: [0.9, 0.999]\n")
+    assert train_ocr.main(["pretrain", "--config", str(config), f"output_dir={tmp_path}", "batch_size=8"]) == 0
+    recipe = seen["recipe"]
+    assert isinstance(recipe, pretrain.PretrainRecipe)
+    assert (recipe.output_dir, recipe.batch_size, recipe.train_data, recipe.adam_betas) == (
+        str(tmp_path), 8, ["/data/unlabeled"], (0.9, 0.999))
+    assert train_ocr.main(["pretrain", "--config", str(config), "batch=8"]) == 2  # unknown key: clear error
 
 
 @pytest.mark.slow

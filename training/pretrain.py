@@ -16,8 +16,9 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,27 @@ def _doc(help_text: str, **kwargs: Any) -> Any:
 class PretrainRecipe:
     """Everything `run_pretraining` needs; the defaults are the seed's README pre-training command (8 GPUs x 128)."""
 
-    output_dir: str = _doc("folder for checkpoints/, reconstructions/, log.jsonl and final/", default="outputs/dig_pretrain")
-    train_data: list[str] = _doc(
+    output_dir: str = _doc(
+        "folder for checkpoints/, reconstructions/, log.jsonl and final/", default="outputs/dig_pretrain"
+    )
+    train_data: list[str] = _doc(  # noqa: RUF009
         "unlabeled training images: STR LMDB folders/roots (labels optional, ignored) or image folders",
         default_factory=list,
     )
-    model_preset: str = _doc("DiGPreTrainingConfig preset: vit-small (released), vit-tiny, vit-base, reduced, tiny-test", default="vit-small")
-    model_config: dict[str, Any] = _doc(
-        "DiGPreTrainingConfig overrides on top of the preset (an `encoder:` mapping updates the ViT)", default_factory=dict
+    model_preset: str = _doc(
+        "DiGPreTrainingConfig preset: vit-small (released), vit-tiny, vit-base, reduced, tiny-test", default="vit-small"
+    )
+    model_config: dict[str, Any] = _doc(  # noqa: RUF009
+        "DiGPreTrainingConfig overrides on top of the preset (an `encoder:` mapping updates the ViT)",
+        default_factory=dict,
     )
     init_from: str | None = _doc("start from a saved DiGForPreTraining folder instead of random weights", default=None)
     batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128)
     gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1)
     epochs: int = _doc("passes over the data (the seed: 10)", default=10)
-    max_steps: int | None = _doc("stop after this many optimiser steps (overrides epochs for the schedules)", default=None)
+    max_steps: int | None = _doc(
+        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None
+    )
     base_lr: float = _doc("peak lr before scaling: lr = base_lr x global batch / lr_reference_batch", default=1.5e-4)
     lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256)
     min_lr: float = _doc("final lr of the cosine decay", default=1e-5)
@@ -71,7 +79,9 @@ class PretrainRecipe:
     adam_betas: tuple[float, float] = _doc("AdamW betas", default=(0.9, 0.999))
     adam_eps: float = _doc("AdamW epsilon", default=1e-8)
     max_grad_norm: float | None = _doc("gradient clipping (the seed: none)", default=None)
-    momentum_cosine: bool = _doc("cosine-schedule the MoCo momentum from config.momentum to 1 (the seed: on)", default=True)
+    momentum_cosine: bool = _doc(
+        "cosine-schedule the MoCo momentum from config.momentum to 1 (the seed: on)", default=True
+    )
     mixed_precision: str = _doc("'no', 'fp16' or 'bf16' (the original trained under fp16 autocast)", default="no")
     cpu: bool = _doc("force CPU even when a GPU is visible", default=False)
     seed: int = _doc("seed of weights, sampler order, masks and augmentations", default=0)
@@ -87,6 +97,24 @@ class PretrainRecipe:
     num_visualize: int = _doc("samples in each reconstruction picture", default=4)
     resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
     progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)
+
+
+def load_pretrain_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PretrainRecipe:
+    """A YAML file with one key per `PretrainRecipe` field (+ `overrides`) -> the recipe; unknown keys are an error
+    that names them and lists the valid ones."""
+    import yaml
+
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(values, dict):
+        raise TypeError(f"{path}: expected a mapping of PretrainRecipe fields, got {type(values).__name__}")
+    values.update(overrides or {})
+    known = {f.name for f in fields(PretrainRecipe)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown pre-training recipe keys {unknown}; valid keys: {sorted(known)}")
+    if "adam_betas" in values:
+        values["adam_betas"] = tuple(values["adam_betas"])
+    return PretrainRecipe(**values)
 
 
 @dataclass
@@ -138,7 +166,9 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         if path.is_dir() and not (path / "data.mdb").is_file() and not any(path.glob("**/data.mdb")):
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                raise FileNotFoundError(f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(IMAGE_SUFFIXES)})")
+                raise FileNotFoundError(
+                    f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(IMAGE_SUFFIXES)})"
+                )
             for file in files:
                 self.sources.append(("file", file))
                 self.records.append((len(self.sources) - 1, None))
@@ -193,10 +223,15 @@ class PretrainImageDataset(torch.utils.data.Dataset):
 
 def build_collator(config: DiGPreTrainingConfig, recipe: PretrainRecipe) -> DiGPretrainingCollator:
     views = DiGPretrainingViews(
-        config.encoder.image_size, recipe.min_augmentations, recipe.max_augmentations,
-        mean=config.image_mean, std=config.image_std,
+        config.encoder.image_size,
+        recipe.min_augmentations,
+        recipe.max_augmentations,
+        mean=config.image_mean,
+        std=config.image_std,
     )
-    return DiGPretrainingCollator(views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.seed)
+    return DiGPretrainingCollator(
+        views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.seed
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,7 +364,13 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
     if accelerator.is_main_process:
         logger.info(
             "pre-training %s: %d images, global batch %d, peak lr %.3g, %d steps (%d per epoch), %d processes",
-            recipe.model_preset, len(dataset), total_batch, peak_lr, total_steps, steps_per_epoch, accelerator.num_processes,
+            recipe.model_preset,
+            len(dataset),
+            total_batch,
+            peak_lr,
+            total_steps,
+            steps_per_epoch,
+            accelerator.num_processes,
         )
 
     checkpoint_dir = output_dir / "checkpoints"
@@ -347,7 +388,9 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
     log_path = output_dir / "log.jsonl"
     global_step = start_step
     progress = tqdm(
-        total=total_steps, initial=start_step, desc="pre-training",
+        total=total_steps,
+        initial=start_step,
+        desc="pre-training",
         disable=not (recipe.progress_bar and accelerator.is_local_main_process),
     )
 
@@ -372,6 +415,7 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
         unwrapped.train(was_training)
 
     model.train()
+    loop_start = time.perf_counter()
     epoch = start_step // steps_per_epoch
     while global_step < total_steps:
         collator.set_epoch(epoch)
@@ -400,8 +444,14 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
                 optimizer.step()
                 optimizer.zero_grad()
             micro_step += 1
-            parts = torch.stack([output.loss.detach(), output.mim_loss.detach(), output.contrastive_loss.detach(),
-                                 output.contrastive_accuracy.detach()])
+            parts = torch.stack(
+                [
+                    output.loss.detach(),
+                    output.mim_loss.detach(),
+                    output.contrastive_loss.detach(),
+                    output.contrastive_accuracy.detach(),
+                ]
+            )
             parts = accelerator.gather(parts.unsqueeze(0)).mean(0)
             for key, value in zip(("loss", "mim_loss", "contrastive_loss", "contrastive_accuracy"), parts.tolist()):
                 sums[key] = sums.get(key, 0.0) + value / recipe.gradient_accumulation_steps
@@ -409,7 +459,14 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
                 continue
             scheduler.step()
             global_step += 1
-            record = {"step": global_step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "momentum": momentum, **sums}
+            record = {
+                "step": global_step,
+                "epoch": epoch,
+                "lr": scheduler.get_last_lr()[0],
+                "momentum": momentum,
+                "seconds": time.perf_counter() - loop_start,
+                **sums,
+            }
             sums = {}
             history.append(record)
             progress.update(1)
@@ -442,6 +499,7 @@ __all__ = [
     "PretrainResult",
     "build_collator",
     "build_pretraining_config",
+    "load_pretrain_recipe",
     "param_groups",
     "reconstruction_picture",
     "run_pretraining",

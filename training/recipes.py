@@ -192,6 +192,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise RecipeError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if args and args[-1] is not Ellipsis and len(args) != len(items):
+            raise RecipeError(f"{where}: expected {len(args)} values, got {value!r}")
+        types_ = [args[0]] * len(items) if (not args or args[-1] is Ellipsis) else list(args)
+        return tuple(_coerce(v, t if t is not Ellipsis else Any, f"{where}[{i}]")
+                     for i, (v, t) in enumerate(zip(items, types_ or [Any] * len(items))))
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -226,8 +234,16 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "recipe") -> Any:
 
 
 def to_dict(recipe: Any) -> dict[str, Any]:
-    """The recipe as plain YAML-able data."""
-    return dataclasses.asdict(recipe)
+    """The recipe as plain YAML-able data (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(recipe))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
