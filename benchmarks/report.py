@@ -42,6 +42,8 @@ class Row:
     latency_ms: float
     """Median time of one call (one batch), in milliseconds."""
     samples_s: list[float] = field(default_factory=list)
+    cpu_s: float | None = None
+    """Median CPU time of one call over all threads (see `Timing.cpu_median_s`); None where not measured."""
     peak_memory_mb: float | None = None
     memory_delta_mb: float | None = None
     memory_kind: str | None = None
@@ -77,6 +79,18 @@ class Report:
     ratios: list[dict[str, Any]] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    progress: Any = field(default=None, repr=False)
+    """Optional callable given each row's one-line summary as it is added (the console progress)."""
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        if self.progress is not None:
+            self.progress(
+                f"[bench] {row.section} {row.model} b{row.batch_size} {row.mode} {row.attention or '-'} {row.dtype}: "
+                f"{row.images_per_s:.2f} img/s, {row.latency_ms:.0f} ms/batch, samples "
+                + ", ".join(f"{s:.2f}" for s in row.samples_s) + " s"
+            )
+        return row
 
     def skip(self, what: str, reason: str) -> None:
         """Record something the run could not measure, so it shows in the table and the JSON (never silently)."""
@@ -116,7 +130,7 @@ def format_table(report: Report) -> str:
     """A plain-text table for the console: one line per row, then ratios, targets and skips."""
     header = (
         f"{'section':<10} {'model':<20} {'batch':>5} {'mode':<13} {'attn':<5} {'dtype':<8} "
-        f"{'img/s':>9} {'ms/batch':>10} {'peak MB':>8} {'+MB':>7}  note"
+        f"{'img/s':>9} {'ms/batch':>10} {'cpu ms':>9} {'peak MB':>8} {'+MB':>7}  note"
     )
     lines = [header, "-" * len(header)]
     for row in report.rows:
@@ -126,7 +140,8 @@ def format_table(report: Report) -> str:
                     f"of matmul {note}").strip()
         lines.append(
             f"{row.section:<10} {row.model:<20} {row.batch_size:>5} {row.mode:<13} {row.attention or '-':<5} "
-            f"{row.dtype:<8} {row.images_per_s:>9.2f} {row.latency_ms:>10.1f} {_fmt(row.peak_memory_mb, 0):>8} "
+            f"{row.dtype:<8} {row.images_per_s:>9.2f} {row.latency_ms:>10.1f} "
+            f"{_fmt(None if row.cpu_s is None else 1000 * row.cpu_s, 0):>9} {_fmt(row.peak_memory_mb, 0):>8} "
             f"{_fmt(row.memory_delta_mb, 0):>7}  {note}"
         )
     if report.matmul:
@@ -139,8 +154,9 @@ def format_table(report: Report) -> str:
         lines.append("ratios:")
         for ratio in report.ratios:
             match = ratio.get("ids_identical")
-            suffix = "" if match is None else f"  (cached ids == uncached ids: {match})"
-            lines.append(f"  {ratio['name']:<58} {ratio['value']:>7.2f}x{suffix}")
+            suffix = "" if ratio.get("value_cpu") is None else f"  (by CPU time {ratio['value_cpu']:.2f}x)"
+            suffix += "" if match is None else f"  cached ids == uncached ids: {match}"
+            lines.append(f"  {ratio['name']:<52} {ratio['value']:>7.2f}x{suffix}")
     if report.targets:
         lines.append("")
         lines.append("targets:")

@@ -48,8 +48,10 @@ class Plan:
     sections: tuple[str, ...] = ("encoder", "decode", "train_step", "data_path")
     batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 16, 64)})
     train_batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 64)})
+    eager_batch_sizes: tuple[int, ...] | None = None
+    """Batch sizes at which eager attention is timed too (None: all); sdpa is always timed."""
     eager_uncached_max_batch: int = 1
-    """eager attention is measured cached at every batch size, uncached only up to this batch size."""
+    """eager attention is measured cached, and uncached only up to this batch size."""
     warmup: int = 2
     repeats: int = 5
     large_batch: int = 16
@@ -83,7 +85,8 @@ def plan_for(quick: bool = False, size: str = "full") -> Plan:
     if quick:
         return Plan(
             size=size, quick=True, batch_sizes={"dig": (1, 4), "clip4str": (1, 4)},
-            train_batch_sizes={"dig": (4,), "clip4str": (2,)}, warmup=1, repeats=2, large_batch=4, large_warmup=1,
+            train_batch_sizes={"dig": (4,), "clip4str": (2,)}, eager_batch_sizes=(1,), eager_uncached_max_batch=0,
+            warmup=1, repeats=2, large_batch=4, large_warmup=1,
             large_repeats=2, data_images=128, data_workers=(0, 2), data_epochs=1,
         )
     return Plan(size=size)
@@ -95,7 +98,7 @@ def _row(section: str, model: str, batch_size: int, mode: str, attention: str | 
     return Row(
         section=section, model=model, batch_size=batch_size, mode=mode, attention=attention, dtype=dtype,
         device=device, median_s=timing.median_s, images_per_s=batch_size / timing.median_s,
-        latency_ms=1000 * timing.median_s, samples_s=timing.samples_s, peak_memory_mb=timing.peak_memory_mb,
+        latency_ms=1000 * timing.median_s, samples_s=timing.samples_s, cpu_s=timing.cpu_median_s, peak_memory_mb=timing.peak_memory_mb,
         memory_delta_mb=timing.memory_delta_mb, memory_kind=timing.memory_kind, extra=extra,
     )
 
@@ -103,8 +106,11 @@ def _row(section: str, model: str, batch_size: int, mode: str, attention: str | 
 def _ratio(report: Report, name: str, numerator: Row | None, denominator: Row | None, **extra: Any) -> None:
     if numerator is None or denominator is None:
         return
+    by_cpu = None
+    if numerator.cpu_s and denominator.cpu_s:  # images per CPU-second, the same ratio less the contention
+        by_cpu = (numerator.batch_size / numerator.cpu_s) / (denominator.batch_size / denominator.cpu_s)
     report.ratios.append({
-        "name": name, "value": numerator.images_per_s / denominator.images_per_s,
+        "name": name, "value": numerator.images_per_s / denominator.images_per_s, "value_cpu": by_cpu,
         "numerator": f"{numerator.model} b{numerator.batch_size} {numerator.section} {numerator.mode} {numerator.attention}",
         "denominator": f"{denominator.model} b{denominator.batch_size} {denominator.section} {denominator.mode} "
                        f"{denominator.attention}",
@@ -155,7 +161,7 @@ def bench_encoder(report: Report, bench: RecognizerBench, pixel_values: torch.Te
         timing = measure(lambda: bench.encode(batch), warmup=warmup, repeats=repeats)
         flop_per_s = flops / timing.median_s
         fraction = flop_per_s / report.matmul["flop_per_s"] if report.matmul else None
-        report.rows.append(_row(
+        report.add(_row(
             "encoder", bench.name, batch_size, "forward", bench.attention, timing,
             flops=flops, gflop_per_s=flop_per_s / 1e9, flop_fraction_of_matmul=fraction,
         ))
@@ -167,7 +173,8 @@ def bench_decode(report: Report, bench: RecognizerBench, pixel_values: torch.Ten
         batch = pixel_values[:batch_size]
         warmup, repeats = plan.timing_for(batch_size)
         encoder_row = report.find(section="encoder", model=bench.name, batch_size=batch_size)
-        for attention in ("sdpa", "eager"):
+        eager = plan.eager_batch_sizes is None or batch_size in plan.eager_batch_sizes
+        for attention in ("sdpa", "eager") if eager else ("sdpa",):
             bench.set_attention(attention)
             modes = [True, False] if attention == "sdpa" or batch_size <= plan.eager_uncached_max_batch else [True]
             ids: dict[bool, torch.Tensor] = {}
@@ -186,7 +193,7 @@ def bench_decode(report: Report, bench: RecognizerBench, pixel_values: torch.Ten
                     extra["decoder_time_fraction"] = max(0.0, 1.0 - encoder_row.median_s / timing.median_s)
                 rows[use_cache] = _row("decode", bench.name, batch_size, "cached" if use_cache else "uncached",
                                        attention, timing, **extra)
-                report.rows.append(rows[use_cache])
+                report.add(rows[use_cache])
             if False in rows:
                 identical = bool(torch.equal(ids[True], ids[False]))
                 _ratio(report, f"{bench.name} b{batch_size} {attention}: cached / uncached", rows[True], rows[False],
@@ -212,7 +219,7 @@ def bench_train_step(report: Report, bench: RecognizerBench, inputs: dict[str, t
         losses: list[float] = []
         timing = measure(lambda: losses.append(bench.train_step(pixel_values, labels, optimizer)),
                          warmup=max(warmup, 1), repeats=repeats)
-        report.rows.append(_row("train_step", bench.name, batch_size, "fwd+bwd+adamw", bench.attention, timing,
+        report.add(_row("train_step", bench.name, batch_size, "fwd+bwd+adamw", bench.attention, timing,
                                 last_loss=losses[-1]))
     del optimizer
 
@@ -232,11 +239,11 @@ def bench_gpu(report: Report, bench: RecognizerBench, pixel_values: torch.Tensor
         for use_cache in (True, False):
             timing = measure(lambda: bench.decode_full_budget(batch, use_cache=use_cache), warmup=warmup,
                              repeats=repeats, device=device)
-            report.rows.append(_row("decode", bench.name, batch_size, "cached" if use_cache else "uncached",
+            report.add(_row("decode", bench.name, batch_size, "cached" if use_cache else "uncached",
                                     bench.attention, timing, dtype=dtype_name, device="cuda"))
         compiled = torch.compile(bench.encode)
         timing = measure(lambda: compiled(batch), warmup=max(warmup, 2), repeats=repeats, device=device)
-        report.rows.append(_row("encoder", bench.name, batch_size, "forward", bench.attention, timing,
+        report.add(_row("encoder", bench.name, batch_size, "forward", bench.attention, timing,
                                 dtype=dtype_name, device="cuda", compiled=True))
     bench.to("cpu", torch.float32)
     torch.cuda.empty_cache()
@@ -281,7 +288,7 @@ def bench_data_path(report: Report, plan: Plan, workdir: Path) -> None:
     for workers in plan.data_workers:
         result = measure_loader(dataset, collator, batch_size=batch_size, workers=workers, epochs=plan.data_epochs)
         timing = Timing(median_s=batch_size / result.images_per_s, samples_s=result.epoch_s)
-        report.rows.append(_row(
+        report.add(_row(
             "data_path", name, batch_size, f"workers={workers}", None, timing,
             first_batch_s=result.first_batch_s, images_per_epoch=result.num_images,
             augment=recipe.data.augment if recipe is not None else "none", render_and_cache_s=render_s,
@@ -300,7 +307,7 @@ def bench_data_path(report: Report, plan: Plan, workdir: Path) -> None:
 
         warmup, repeats = plan.timing_for(1)
         timing = measure(step, warmup=max(warmup, 1), repeats=repeats)
-        report.rows.append(_row("train_step", name, batch["pixel_values"].shape[0], "fwd+bwd+adamw",
+        report.add(_row("train_step", name, batch["pixel_values"].shape[0], "fwd+bwd+adamw",
                                 model.config._attn_implementation, timing, note="data-path consumer"))
         del model, optimizer
 
@@ -356,18 +363,18 @@ def evaluate_targets(report: Report, plan: Plan) -> None:
 def run_benchmark(plan: Plan, log: bool = True) -> Report:
     """Run every section of `plan` in this process and return the report (ratios and targets included)."""
     started = time.perf_counter()
-    report = Report(meta=_meta(plan))
+    say = (lambda message: print(message)) if log else (lambda message: None)
+    report = Report(meta=_meta(plan), progress=say)
     report.meta["malloc_threshold_pinned"] = configure_malloc_for_measurement()
-    say = print if log else (lambda *args, **kwargs: None)
 
     report.matmul = matmul_reference(plan.matmul_size)
-    say(f"[bench] matmul {plan.matmul_size}^2 fp32: {report.matmul['gflop_per_s']:.1f} GFLOP/s", flush=True)
+    say(f"[bench] matmul {plan.matmul_size}^2 fp32: {report.matmul['gflop_per_s']:.1f} GFLOP/s")
 
     # The data path first: DataLoader workers fork a process that does not yet hold the big models.
     if "data_path" in plan.sections:
         with tempfile.TemporaryDirectory(prefix="bench_data_") as workdir:
             bench_data_path(report, plan, Path(workdir))
-        say("[bench] data path done", flush=True)
+        say("[bench] data path done")
 
     gpu = torch.cuda.is_available()
     if not gpu:
@@ -385,7 +392,7 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
         largest = max(max(plan.batch_sizes[family]), max(plan.train_batch_sizes[family]))
         images, words = benchmark_images(largest)
         inputs = bench.inputs(images, words)
-        say(f"[bench] {bench.name}: {bench.num_parameters / 1e6:.1f}M parameters", flush=True)
+        say(f"[bench] {bench.name}: {bench.num_parameters / 1e6:.1f}M parameters")
         if "encoder" in plan.sections:
             bench_encoder(report, bench, inputs["pixel_values"], plan)
         if "decode" in plan.sections:
@@ -394,7 +401,7 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
             bench_gpu(report, bench, inputs["pixel_values"], plan)
         if "train_step" in plan.sections:  # last: it changes the weights
             bench_train_step(report, bench, inputs, plan)
-        say(f"[bench] {bench.name} done", flush=True)
+        say(f"[bench] {bench.name} done")
         del bench, inputs
         gc.collect()
 

@@ -37,6 +37,10 @@ class Timing:
     samples_s: list[float] = field(default_factory=list)
     """Every timed repeat, in seconds (warm-up calls excluded)."""
     warmup: int = 0
+    cpu_median_s: float | None = None
+    """Median CPU time of one call summed over this process's threads (``time.process_time``). On a shared,
+    contended machine it moves far less than wall time: divided by the thread count it estimates the wall time
+    the call would take on idle cores."""
     peak_memory_mb: float | None = None
     """CPU: peak resident set of the whole process during the repeats (VmHWM). GPU: max allocated."""
     memory_delta_mb: float | None = None
@@ -140,12 +144,14 @@ def measure(
                 baseline_mb = current_rss_mb()
                 memory_kind = "cpu_rss_hwm"
 
-    samples = []
+    samples, cpu_samples = [], []
     for _ in range(repeats):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - start)
+        cpu_samples.append(time.process_time() - cpu_start)
 
     peak = None
     if memory_kind == "cuda_max_allocated":
@@ -157,6 +163,7 @@ def measure(
         median_s=statistics.median(samples),
         samples_s=samples,
         warmup=warmup,
+        cpu_median_s=statistics.median(cpu_samples),
         peak_memory_mb=peak,
         memory_delta_mb=delta,
         memory_kind=memory_kind,

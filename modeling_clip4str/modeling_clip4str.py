@@ -54,7 +54,8 @@ class CLIP4STRRecognitionOutput(ModelOutput):
     """Output of `CLIP4STRForTextRecognition.forward`.
 
     loss: training: PARSeq permutation loss (visual + cross branch); eval with labels: CE of `logits`.
-    logits: `[B, L, 95]` cross-modal logits: the model's prediction (L = 26 after refinement).
+    logits: `[B, L, 95]` cross-modal logits: the model's prediction (L = 26 after refinement; in training, those of
+        the first (left-to-right) permutation).
     visual_logits: `[B, L, 95]` visual-branch logits of the same stage (refined when refinement runs).
     ce_terms: training only: the per-permutation mean CEs `[visual_0, cross_0, visual_1, cross_1, ...]`.
     The remaining fields are filled with `output_intermediates=True` (parity checks, analysis):
@@ -760,7 +761,7 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
     def generate(
         self,
         pixel_values: torch.FloatTensor | None = None,
-        use_cache: bool = True,
+        use_cache: bool | None = None,
         output_scores: bool | None = None,
         return_dict_in_generate: bool | None = None,
         **kwargs: Any,
@@ -782,6 +783,8 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
             return_dict_in_generate = (
                 getattr(generation_config, "return_dict_in_generate", False) if generation_config else False
             )
+        if use_cache is None:  # the uncached reference path: use_cache=False here or in the generation config
+            use_cache = getattr(generation_config or self.generation_config, "use_cache", True) is not False
         if kwargs.get("num_beams", 1) not in (None, 1):
             logger.warning_once("CLIP4STR decodes greedily (the original's algorithm); num_beams is ignored.")
         logits = self.decode(pixel_values.to(self.dtype), use_cache=use_cache).logits

@@ -23,7 +23,8 @@ def generate_permutations(
 
     Row 0 is the left-to-right order, row 1 the reverse order with EOS first (the null context PARSeq needs to learn
     EOS for NAR decoding), then random orders each followed by its flip. Randomness comes from `generator`
-    (the global torch RNG when None: then `torch.manual_seed(s)` reproduces the original's perms for >= 5 chars).
+    (the global torch RNG when None: then `torch.manual_seed(s)` reproduces the original's perms for >= 5 chars;
+    for shorter words the original samples its pool with NumPy, here torch draws from the same pool).
     """
     if num_chars == 1:  # only one order exists
         return torch.arange(3, device=device).unsqueeze(0)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 
 from .configuration_dig import DIG_PRESETS, DiGConfig, DiGDecoderConfig, DiGEncoderConfig
+from .configuration_dig_pretraining import DIG_PRETRAINING_PRESETS, DiGPreTrainingConfig
+from .convert_pretraining import init_recognizer_from_pretraining, load_pretrained_encoder
 from .modeling_dig import (
     DiGForTextRecognition,
     DiGPreTrainedModel,
@@ -20,6 +22,7 @@ from .modeling_dig import (
     decoder_sincos_table,
     encoder_sincos_table,
 )
+from .modeling_dig_pretraining import DiGForPreTraining, DiGPreTrainingOutput, register_dig_pretraining_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ def register_dig_auto_classes() -> None:
 
     DiGConfig.register_for_auto_class()
     DiGForTextRecognition.register_for_auto_class("AutoModelForImageTextToText")
+    register_dig_pretraining_auto_classes()
     _register_processing_classes()
     _REGISTERED = True
 
@@ -87,6 +91,12 @@ register_dig_auto_classes()
 
 __all__ = [
     "DIG_PRESETS",
+    "DIG_PRETRAINING_PRESETS",
+    "DiGForPreTraining",
+    "DiGPreTrainingConfig",
+    "DiGPreTrainingOutput",
+    "init_recognizer_from_pretraining",
+    "load_pretrained_encoder",
     "DiGConfig",
     "DiGDecoderConfig",
     "DiGEncoderConfig",

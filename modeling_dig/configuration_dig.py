@@ -8,7 +8,7 @@ small transformer decoder over 97 character classes. The composite config follow
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
@@ -142,7 +142,7 @@ class DiGDecoderConfig(PreTrainedConfig):
 
     model_type = "dig_decoder"
     base_config_key = "decoder"
-    attribute_map = {"hidden_size": "d_model"}
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model"}
 
     vocab_size: int = 97
     d_model: int = 512
@@ -230,7 +230,7 @@ class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     """
 
     model_type = "dig"
-    sub_configs_defaults = {"encoder": DiGEncoderConfig, "decoder": DiGDecoderConfig}
+    sub_configs_defaults: ClassVar[dict] = {"encoder": DiGEncoderConfig, "decoder": DiGDecoderConfig}
 
     encoder: DiGEncoderConfig | dict | None = None
     decoder: DiGDecoderConfig | dict | None = None

@@ -376,10 +376,10 @@ def convert_checkpoint(
         num_parameters=model.num_parameters(),
         repo_id=push_to_hub,
     )
-    if push_to_hub:
-        model.push_to_hub(push_to_hub)
-        from huggingface_hub import upload_folder
+    if push_to_hub:  # the folder already holds everything (weights, code, processing files, README)
+        from huggingface_hub import create_repo, upload_folder
 
+        create_repo(push_to_hub, exist_ok=True)
         upload_folder(repo_id=push_to_hub, folder_path=str(output_dir))
     return model
 

@@ -47,6 +47,22 @@ def is_pretraining_state_dict(state_dict: dict[str, Any]) -> bool:
     return any(key.startswith("momentum_encoder.") for key in state_dict)
 
 
+def is_pretraining_folder(path: str | os.PathLike) -> bool:
+    """True for a saved `DiGForPreTraining` folder (config.json with model_type "dig_pretraining") or a
+    `run_pretraining` output folder (its `final/`). Cheap: reads only the JSON. For the recognizer's
+    `from_pretrained` hook."""
+    import json
+
+    folder = Path(path)
+    for candidate in (folder / "config.json", folder / "final" / "config.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text()).get("model_type") == DiGPreTrainingConfig.model_type
+            except (OSError, ValueError):
+                return False
+    return False
+
+
 def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """`torch.load(weights_only=True)` with only `argparse.Namespace` allow-listed (the original saves its args)."""
     with torch.serialization.safe_globals([argparse.Namespace]):
@@ -323,6 +339,7 @@ __all__ = [
     "convert_pretraining_checkpoint",
     "convert_pretraining_state_dict",
     "init_recognizer_from_pretraining",
+    "is_pretraining_folder",
     "is_pretraining_state_dict",
     "load_original_checkpoint",
     "load_pretrained_encoder",

@@ -9,8 +9,10 @@ decoding by `GenerationMixin.generate`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -517,8 +519,8 @@ class DiGPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["DiGViTLayer", "DiGDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules: ClassVar[list[str]] = ["DiGViTLayer", "DiGDecoderLayer"]
+    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
@@ -597,7 +599,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
     """
 
     is_scene_text_recognizer = True
-    _tied_weights_keys: dict[str, str] = {}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: DiGConfig) -> None:
         super().__init__(config)
@@ -629,6 +631,22 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
             for key, value in previous.items():
                 getattr(self.config, key)._attn_implementation_internal = value
             raise
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As PreTrainedModel's, and also accepts a `DiGForPreTraining` folder: then the encoder (mask token, patch
+        embedding, blocks) is initialised from it the way the original fine-tuning does, while `encoder.norm`, the
+        bridge and the decoder start fresh; the loaded and fresh parameters are logged."""
+        from .convert_pretraining import init_recognizer_from_pretraining, is_pretraining_folder
+
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and is_pretraining_folder(
+            pretrained_model_name_or_path
+        ):
+            model, _ = init_recognizer_from_pretraining(
+                pretrained_model_name_or_path, kwargs.get("config"), model_class=cls
+            )
+            return model
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def accepts_loss_kwargs(self) -> bool:

@@ -154,6 +154,14 @@ class SceneTextImageProcessor(PilBackend):
                 )
         return list(preset[0]), list(preset[1])
 
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if output.get("normalization", "custom") != "custom":
+            # Derived from the preset: saving them would make `from_pretrained(..., normalization=other)` conflict.
+            output.pop("image_mean", None)
+            output.pop("image_std", None)
+        return output
+
     def preprocess(self, images: Any, *args: Any, normalization: str | None = None, **kwargs: Any):
         if normalization is not None:
             mean, std = self._resolve_normalization(normalization, kwargs.get("image_mean"), kwargs.get("image_std"))

@@ -101,6 +101,9 @@ def test_processor_decodes_like_the_original(golden):
     assert texts == decoded["final_strings"]
     for ours, theirs in zip(confidences, decoded["final_confidences"]):
         assert float(ours) == pytest.approx(theirs, rel=1e-4, abs=1e-12)
+    texts_from_output, confidences_from_output = processor.batch_decode(out, return_confidence=True)  # logits tuple
+    assert texts_from_output == texts
+    assert [float(c) for c in confidences_from_output] == pytest.approx([float(c) for c in confidences], rel=1e-6)
 
 
 def test_validation_logits_and_loss(golden):

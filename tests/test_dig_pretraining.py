@@ -12,7 +12,11 @@ from huggingface_hub.errors import StrictDataclassError
 import modeling_dig.modeling_dig_pretraining as pretraining_module
 from modeling_dig.configuration_dig import DiGEncoderConfig
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
-from modeling_dig.convert_pretraining import init_recognizer_from_pretraining, load_pretrained_encoder
+from modeling_dig.convert_pretraining import (
+    init_recognizer_from_pretraining,
+    is_pretraining_folder,
+    load_pretrained_encoder,
+)
 from modeling_dig.modeling_dig_pretraining import (
     DiGForPreTraining,
     contrastive_loss,
@@ -192,3 +196,26 @@ def test_recognizer_init_rejects_mismatched_sizes(tmp_path):
     _tiny_model().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pre-training shape"):
         init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test", encoder={"hidden_size": 64}))
+
+
+def test_recognizer_from_pretrained_hook(tmp_path):
+    """The hook proposed for DiGForTextRecognition.from_pretrained: a pre-training folder initialises the encoder."""
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+
+    class HookedRecognizer(DiGForTextRecognition):
+        @classmethod
+        def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+            if is_pretraining_folder(pretrained_model_name_or_path):
+                config = kwargs.get("config")
+                return init_recognizer_from_pretraining(pretrained_model_name_or_path, config, model_class=cls)[0]
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    pretrained = _tiny_model()
+    pretrained.save_pretrained(tmp_path / "final")  # the layout of a run_pretraining output folder
+    assert is_pretraining_folder(tmp_path) and not is_pretraining_folder(tmp_path / "missing")
+    recognizer = HookedRecognizer.from_pretrained(tmp_path, config=DiGConfig.from_preset("tiny-test"))
+    assert torch.equal(recognizer.encoder.blocks[0].attn.qkv.weight, pretrained.encoder.blocks[0].attn.qkv.weight)
+    recognizer.save_pretrained(tmp_path / "recognizer")
+    assert not is_pretraining_folder(tmp_path / "recognizer")
+    reloaded = HookedRecognizer.from_pretrained(tmp_path / "recognizer")  # an ordinary folder: the normal path
+    assert torch.equal(reloaded.encoder.blocks[0].attn.qkv.weight, pretrained.encoder.blocks[0].attn.qkv.weight)

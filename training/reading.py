@@ -63,7 +63,15 @@ def read_with_pipeline(
     import modeling_clip4str  # noqa: F401
     import modeling_dig  # noqa: F401
 
-    reader = pipeline("image-to-text", model=str(model_dir), device=device)
+    # transformers 5 redirects "image-to-text" to "image-text-to-text" with a warning whose logging call is
+    # malformed (it passes UserWarning as a %-argument: "--- Logging error ---"); the redirect is intended here.
+    pipelines_logger = logging.getLogger("transformers.pipelines")
+    level = pipelines_logger.level
+    pipelines_logger.setLevel(logging.ERROR)
+    try:
+        reader = pipeline("image-to-text", model=str(model_dir), device=device)
+    finally:
+        pipelines_logger.setLevel(level)
     images = [open_image(p) for p in paths]
     outputs = reader(images, return_confidence=True, batch_size=batch_size)
     results = []
