@@ -196,9 +196,10 @@ class CLIP4STRBench(RecognizerBench):
 RECOGNIZERS: dict[str, type[RecognizerBench]] = {"dig": DiGBench, "clip4str": CLIP4STRBench}
 
 
-def benchmark_images(count: int, seed: int = 0) -> tuple[list[Image.Image], list[str]]:
+def benchmark_images(count: int, seed: int = 0, max_label_length: int = 24) -> tuple[list[Image.Image], list[str]]:
     """The same word-like images and labels for both models: seeded noise crops of varied widths (the models'
-    processors resize them) and random words of 1..25 characters from the 94-character training charset."""
+    processors resize them) and random words of 1..`max_label_length` characters from the 94-character training
+    charset (24: DiG's 25 decoding steps hold 24 characters + EOS; CLIP4STR takes 25)."""
     from processing.charsets import CHARSET_94
 
     rng = np.random.default_rng(seed)
@@ -206,6 +207,6 @@ def benchmark_images(count: int, seed: int = 0) -> tuple[list[Image.Image], list
     for _ in range(count):
         width = int(rng.integers(48, 200))
         images.append(Image.fromarray(rng.integers(0, 256, (32, width, 3), dtype=np.uint8), mode="RGB"))
-        length = int(rng.integers(1, 26))
+        length = int(rng.integers(1, max_label_length + 1))
         words.append("".join(CHARSET_94[i] for i in rng.integers(0, len(CHARSET_94), length)))
     return images, words

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_cosine_schedule_warms_up_then_ends_at_scaled_min_lr():
     assert lrs[0] == [0.0, 0.0]
     assert lrs[10] == pytest.approx([1e-3, 0.5e-3])  # peak right after one epoch of warm-up
     assert lrs[40] == pytest.approx([1e-5, 0.5e-5])  # min_lr, scaled like each group's peak
-    assert all(a[0] >= b[0] for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a[0] >= b[0] for a, b in itertools.pairwise(lrs[10:]))
 
 
 def test_one_cycle_schedule_peaks_at_pct_start():

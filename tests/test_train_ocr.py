@@ -210,7 +210,7 @@ def test_help_documents_every_subcommand_and_recipe_key(capsys):
 
 
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
-    import training.pretrain as pretrain
+    from training import pretrain
 
     seen = {}
     monkeypatch.setattr(pretrain, "run_pretraining", lambda recipe: seen.setdefault("recipe", recipe))
@@ -240,7 +240,6 @@ def test_init_from_a_saved_folder_continues_from_its_weights(trained):
 
 def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtures):
     from modeling_dig.convert_pretraining import _pretraining_state
-
     from training.models import build_model
     from training.recipes import ModelRecipe
 
@@ -264,7 +263,6 @@ def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtu
 
 def test_init_from_clip_weights_fills_the_towers(clip4str_fixtures):
     from modeling_clip4str.clip_initialization import clip4str_from_clip_file
-
     from training.models import build_model
     from training.recipes import ModelRecipe
 
@@ -280,7 +278,7 @@ def test_init_from_clip_weights_fills_the_towers(clip4str_fixtures):
 
 
 def test_synthetic_data_is_rendered_once_and_again_when_its_settings_change(monkeypatch, tmp_path):
-    import processing.synthetic as synthetic
+    from processing import synthetic
     from training.synthetic_data import ensure_synthetic_data
 
     calls = []
@@ -327,7 +325,7 @@ def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
            "finetune", *TINY_DIG, f"data.train=[{synth / 'train'}]", f"data.val=[{synth / 'val'}]",
            f"train.output_dir={out}", "train.num_train_epochs=1", "train.eval_steps=null", "optim.scheduler=constant"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3  # 24 samples / (4 per process x 2 processes)

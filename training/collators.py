@@ -7,8 +7,9 @@ augmentation and evaluated with any processor, and nothing pre-processed is cach
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

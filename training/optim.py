@@ -106,7 +106,7 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The recipe's per-step schedule over `num_training_steps` optimiser steps (`base_lr`: the scale-1 lr)."""
     if optim.scheduler == "cosine":
-        warmup = optim.warmup_steps if optim.warmup_steps > 0 else int(round(optim.warmup_epochs * steps_per_epoch))
+        warmup = optim.warmup_steps if optim.warmup_steps > 0 else round(optim.warmup_epochs * steps_per_epoch)
         warmup = min(warmup, max(num_training_steps - 1, 0))
         # Every group ends at min_lr x its own lr scale, as in the original (min_lr is given at scale 1).
         return get_cosine_with_min_lr_schedule_with_warmup(

@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only: training machines have no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -18,9 +18,9 @@ def curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float
         step = entry.get("step")
         if step is None:
             continue
-        for key in series:
+        for key, points in series.items():
             if key in entry:
-                series[key].append((int(step), float(entry[key])))
+                points.append((int(step), float(entry[key])))
     return series
 
 
