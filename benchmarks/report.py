@@ -137,7 +137,7 @@ def format_table(report: Report) -> str:
         note = row.extra.get("note", "")
         if "flop_fraction_of_matmul" in row.extra:
             note = (f"{row.extra['gflop_per_s']:.1f} GFLOP/s = {100 * row.extra['flop_fraction_of_matmul']:.0f}% "
-                    f"of matmul {note}").strip()
+                    f"of matmul ({row.extra.get('matmul_gflop_per_s', 0):.0f}) {note}").strip()
         lines.append(
             f"{row.section:<10} {row.model:<20} {row.batch_size:>5} {row.mode:<13} {row.attention or '-':<5} "
             f"{row.dtype:<8} {row.images_per_s:>9.2f} {row.latency_ms:>10.1f} "
