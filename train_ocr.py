@@ -6,8 +6,9 @@
     train_ocr pretrain --config dig_small_pretrain
     train_ocr quickstart                   # synthetic data -> fine-tune -> evaluate -> read, on CPU
 
-Recipes are YAML files (configs/, or any path); `key=value` arguments override them with dotted keys. Multi-GPU or
-multi-process: `accelerate launch [--num_processes N] train_ocr.py finetune ...` (the Trainer handles DDP).
+Recipes are YAML files (configs/, or any path); `key=value` arguments override them with dotted keys. Multi-GPU:
+`accelerate launch --multi_gpu --num_processes N train_ocr.py finetune ...` (the Trainer handles DDP); multi-process
+on CPU (gloo): the same with CUDA_VISIBLE_DEVICES= (`accelerate launch --cpu` starts one process without mpirun).
 The logic lives in training/; this file only parses and dispatches.
 """
 

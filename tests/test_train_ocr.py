@@ -320,13 +320,17 @@ def test_quickstart_runs_the_whole_job_on_a_tiny_recipe(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
-    """`accelerate launch --num_processes 2 --cpu` (gloo): each process sees half the data, the lr doubles."""
+    """Two-process DDP on CPU (gloo): each process sees half the data, the lr follows the total batch.
+
+    `accelerate launch --cpu` starts a single process unless it goes through mpirun; `--multi_gpu` with no visible GPU
+    starts torchrun workers that the Trainer runs on CPU with gloo.
+    """
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train_ocr.py"), "--log-level", "warning",
            "finetune", *TINY_DIG, f"data.train=[{synth / 'train'}]", f"data.val=[{synth / 'val'}]",
            f"train.output_dir={out}", "train.num_train_epochs=1", "train.eval_steps=null", "optim.scheduler=constant"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     state = json.loads((out / "trainer_state.json").read_text())
