@@ -52,8 +52,8 @@ def test_same_seed_same_bytes(difficulty):
 
 def test_tex_fonts_only_for_letters_and_digits():
     rng = random.Random(0)
-    assert not any(_pick_font("it's", rng) in TEX_FONTS for _ in range(200))
-    assert any(_pick_font("word42", rng) in TEX_FONTS for _ in range(200))
+    assert not any(_pick_font("it's", rng, DIFFICULTIES["easy"]) in TEX_FONTS for _ in range(200))
+    assert any(_pick_font("word42", rng, DIFFICULTIES["easy"]) in TEX_FONTS for _ in range(200))
 
 
 def test_bad_arguments():
@@ -91,3 +91,13 @@ def test_benchmark_layout_determinism_and_held_out_words(tmp_path):
 def test_workers_do_not_change_the_images():
     words = load_wordlist()
     assert list(render_split("train", 600, words, 1, num_workers=2)) == list(render_split("train", 600, words, 1))
+
+
+def test_clean_level_uses_only_its_upright_fonts_and_no_geometry():
+    level = DIFFICULTIES["clean"]
+    rng = random.Random(0)
+    assert {_pick_font("word42", rng, level) for _ in range(200)} == set(level.fonts)
+    assert level.max_rotation == 0 and level.perspective_p == 0
+    first = render_word("Coffee", random.Random(3), "clean")
+    again = render_word("Coffee", random.Random(3), "clean")
+    assert first.tobytes() == again.tobytes() and first.mode == "RGB"

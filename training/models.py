@@ -59,15 +59,20 @@ def build_config(recipe: ModelRecipe) -> Any:
 
 
 def build_processor(model_type: str, config: Any) -> Any:
-    """The model family's default processor (DiG: 32x128, 97 classes; CLIP4STR: 224x224, 94-char charset)."""
+    """The model family's default processor, sized to the model's input (DiG: 32x128 and 97 classes by default;
+    CLIP4STR: 224x224 and the 94-char charset by default)."""
     _check_type(model_type)
     if model_type == "dig":
-        from processing import DiGProcessor
+        from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
 
-        return DiGProcessor()
-    from processing import CLIP4STRProcessor
+        height, width = config.encoder.image_size
+        return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), DiGTokenizer())
+    from processing import CLIP4STRImageProcessor, CLIP4STRProcessor, PARSeqTokenizer
 
-    return CLIP4STRProcessor()
+    side = config.vision_config.image_size
+    return CLIP4STRProcessor(
+        CLIP4STRImageProcessor(size={"height": side, "width": side}), PARSeqTokenizer(charset=config.charset_train)
+    )
 
 
 def model_class(model_type: str) -> type:
