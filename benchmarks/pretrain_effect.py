@@ -58,8 +58,8 @@ class Settings:
 
 def settings_for(quick: bool, budget_minutes: float | None, seed: int) -> Settings:
     if quick:
-        return Settings(budget_minutes or 2.0, 400, 160, 100, 16, 16, 1e-3, seed, "easy")
-    return Settings(budget_minutes or 20.0, 6000, 1000, 500, 32, 32, 1e-3, seed, "easy")
+        return Settings(budget_minutes or 2.0, 400, 160, 100, 16, 16, 1e-3, seed, "clean")
+    return Settings(budget_minutes or 20.0, 6000, 1000, 500, 32, 32, 1e-3, seed, "clean")
 
 
 def recognizer_config() -> DiGConfig:
