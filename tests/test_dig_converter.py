@@ -120,7 +120,6 @@ def test_remote_code_in_process(converted_dir, dig_fixtures):
         assert torch.equal(remote.generate(pixel_values), local.generate(pixel_values))
 
 
-@pytest.mark.slow
 def test_remote_code_fresh_process_without_the_library(converted_dir, tmp_path):
     """A fresh process, offline, cwd elsewhere, the editable install hidden: model, processor and the
     image-to-text pipeline load from the folder alone."""

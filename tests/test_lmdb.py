@@ -162,7 +162,6 @@ def _to_tensor(image):
     return torch.from_numpy(np.asarray(image).copy())
 
 
-@pytest.mark.slow
 def test_torch_dataset_with_two_dataloader_workers(tmp_path):
     write_str_lmdb(tmp_path / "db", [(png(value=v), f"w{v}") for v in range(10)])
     ds = STRLmdbDataset(tmp_path / "db", transform=_to_tensor)
