@@ -157,26 +157,14 @@ def convert_checkpoint(checkpoint_path: str | Path) -> tuple[CLIP4STRForTextReco
 
 
 def save_processing(output_dir: Path, config: CLIP4STRConfig) -> list[str]:
-    """Tokenizer, image processor (test normalisation) and processor, when the `processing` package is installed."""
-    saved = []
-    try:
-        from processing.image_processing_clip4str import CLIP4STRImageProcessor
-        from processing.processing_clip4str import CLIP4STRProcessor
-        from processing.tokenization_parseq import PARSeqTokenizer
-    except ImportError as error:
-        logger.warning("processing package not available (%s): saving the model without processor files.", error)
-        return saved
+    """Tokenizer, image processor (the original test normalisation, 0.5/0.5) and processor, with their code."""
+    from processing import CLIP4STRImageProcessor, CLIP4STRProcessor, PARSeqTokenizer
+    from processing.auto_registration import save_processor_with_code
+
     tokenizer = PARSeqTokenizer(charset=config.charset_train, max_label_length=config.max_label_length)
-    image_processor = CLIP4STRImageProcessor(normalization="test")
-    processor = CLIP4STRProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    for obj in (tokenizer, image_processor, processor):  # copy their code for trust_remote_code loading
-        try:
-            obj.register_for_auto_class()
-        except (AttributeError, TypeError, ValueError) as error:  # best effort for the processing classes
-            logger.warning("could not register %s for remote code: %s", type(obj).__name__, error)
-    processor.save_pretrained(output_dir)
-    saved.append("processor")
-    return saved
+    processor = CLIP4STRProcessor(image_processor=CLIP4STRImageProcessor(normalization="test"), tokenizer=tokenizer)
+    save_processor_with_code(processor, output_dir)
+    return ["processor"]
 
 
 def convert_and_save(checkpoint_path: str | Path, output_dir: str | Path, register_remote_code: bool = True) -> Path:

@@ -311,27 +311,14 @@ def build_model(hf_state_dict: dict[str, torch.Tensor], config: DiGConfig):
 
 
 def _save_processing(output_dir: Path, max_label_length: int) -> list[str]:
-    """Tokenizer, image processor and processor, when the processing package provides them."""
-    saved = []
-    try:
-        from processing.image_processing_dig import DiGImageProcessor
-        from processing.processing_dig import DiGProcessor
-        from processing.tokenization_dig import DiGTokenizer
-    except ImportError as error:
-        logger.warning("processing classes unavailable (%s): only the model is written", error)
-        return saved
+    """Tokenizer (labels of up to max_label_length - 1 characters + EOS), image processor and processor, with
+    their code."""
+    from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
+    from processing.auto_registration import save_processor_with_code
+
     tokenizer = DiGTokenizer(max_label_length=max_label_length - 1)
-    image_processor = DiGImageProcessor()
-    processor = DiGProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    for obj in (tokenizer, image_processor, processor):
-        if hasattr(obj, "register_for_auto_class"):
-            try:
-                obj.register_for_auto_class()
-            except (AttributeError, TypeError, ValueError) as error:  # best effort for processing classes
-                logger.warning("could not register %s for remote code: %s", type(obj).__name__, error)
-    processor.save_pretrained(output_dir)
-    saved.append("processor")
-    return saved
+    save_processor_with_code(DiGProcessor(image_processor=DiGImageProcessor(), tokenizer=tokenizer), output_dir)
+    return ["processor"]
 
 
 def convert_checkpoint(

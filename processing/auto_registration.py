@@ -47,3 +47,12 @@ def register_scene_text_recognizer(
     config_class.register_for_auto_class()
     model_class.register_for_auto_class("AutoModelForImageTextToText")
     register_scene_text_pipeline()
+
+
+def save_processor_with_code(processor, output_dir) -> None:
+    """`processor.save_pretrained(output_dir)` with the tokenizer, image processor and processor marked for
+    `register_for_auto_class`, so their code is copied beside the weights and the folder loads with
+    `trust_remote_code=True` where this library is not installed (the converters' output folders)."""
+    for component in (processor.tokenizer, processor.image_processor, processor):
+        component.register_for_auto_class()
+    processor.save_pretrained(output_dir)
