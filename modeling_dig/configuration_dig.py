@@ -53,7 +53,9 @@ class DiGEncoderConfig(PreTrainedConfig):
 
     Args:
         image_size (`tuple[int, int]`): input (height, width); DiG uses 32x128.
-        patch_size (`int`): square patch side; 4 gives an 8x32 = 256 token grid.
+        patch_size (`int` or `tuple[int, int]`): patch side (DiG: 4, an 8x32 = 256 token grid), or (height, width)
+            for rectangular patches: (32, 4) cuts a 32x128 image into 32 column strips, a cheap grid for reduced
+            models trained from scratch (the 1-D position table then runs left to right).
         num_channels (`int`): input channels.
         hidden_size (`int`): token width.
         num_hidden_layers (`int`): number of blocks.
@@ -74,7 +76,7 @@ class DiGEncoderConfig(PreTrainedConfig):
     base_config_key = "encoder"
 
     image_size: list[int] | tuple[int, int] = (32, 128)
-    patch_size: int = 4
+    patch_size: int | list[int] | tuple[int, int] = 4
     num_channels: int = 3
     hidden_size: int = 384
     num_hidden_layers: int = 12
@@ -92,6 +94,11 @@ class DiGEncoderConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.image_size = tuple(int(s) for s in self.image_size)
+        if not isinstance(self.patch_size, int):
+            patch = tuple(int(s) for s in self.patch_size)
+            if len(patch) != 2:
+                raise ValueError(f"DiGEncoderConfig: patch_size must be an int or (height, width), got {patch}.")
+            self.patch_size = patch[0] if patch[0] == patch[1] else patch
         super().__post_init__(**kwargs)
 
     def validate_architecture(self) -> None:
@@ -102,14 +109,25 @@ class DiGEncoderConfig(PreTrainedConfig):
                 f"({self.num_attention_heads})."
             )
         height, width = self.image_size
-        if height % self.patch_size or width % self.patch_size:
+        if height % self.patch_hw[0] or width % self.patch_hw[1]:
             raise ValueError(
                 f"DiGEncoderConfig: image_size {self.image_size} must be divisible by patch_size {self.patch_size}."
             )
 
     @property
+    def patch_hw(self) -> tuple[int, int]:
+        """(height, width) of one patch."""
+        if isinstance(self.patch_size, int):
+            return (self.patch_size, self.patch_size)
+        return tuple(self.patch_size)
+
+    @property
+    def num_pixels_per_patch(self) -> int:
+        return self.patch_hw[0] * self.patch_hw[1]
+
+    @property
     def grid_size(self) -> tuple[int, int]:
-        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        return (self.image_size[0] // self.patch_hw[0], self.image_size[1] // self.patch_hw[1])
 
     @property
     def num_patches(self) -> int:

@@ -136,8 +136,8 @@ class DiGPreTrainingConfig(PreTrainedConfig):
 
     @property
     def patch_dim(self) -> int:
-        """Pixel values per patch predicted by the MIM head: patch_size^2 * channels (48 for DiG)."""
-        return self.encoder.patch_size**2 * self.encoder.num_channels
+        """Pixel values per patch predicted by the MIM head: patch pixels * channels (48 for DiG)."""
+        return self.encoder.num_pixels_per_patch * self.encoder.num_channels
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> DiGPreTrainingConfig:

@@ -181,7 +181,7 @@ def infer_config(
         return tuple(shapes[key])
 
     patch = need("encoder.patch_embed.proj.weight")
-    hidden, channels, patch_size = patch[0], patch[1], patch[2]
+    hidden, channels, patch_size = patch[0], patch[1], (patch[2], patch[3])
     embedding = need("decoder.trg_word_emb.weight")
     classifier = need("decoder.classifier.weight")
     d_model = embedding[1]

@@ -103,7 +103,8 @@ def config_from_original(
     """Sizes from tensor shapes; heads, image size and recipe settings from `args` (or documented defaults)."""
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     patch_weight = _require(state_dict, "encoder.patch_embed.proj.weight")
-    hidden, channels, patch_size = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[2]
+    hidden, channels = patch_weight.shape[0], patch_weight.shape[1]
+    patch_size = tuple(int(s) for s in patch_weight.shape[2:])
     depth = len({int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.blocks\.(\d+)\.", key))})
     if depth == 0:
         raise KeyError("DiG pre-training checkpoint has no encoder.blocks.*: not a ViT encoder")
@@ -134,7 +135,7 @@ def config_from_original(
     encoder = {
         **PRETRAINING_ENCODER_DEFAULTS,
         "image_size": (int(args.get("input_h", 32)), int(args.get("input_w", 128))),
-        "patch_size": int(patch_size),
+        "patch_size": patch_size,
         "num_channels": int(channels),
         "hidden_size": int(hidden),
         "num_hidden_layers": depth,
@@ -165,7 +166,7 @@ def config_from_original(
     if _require(state_dict, "pix_decoder.4.weight").shape[0] != config.patch_dim:
         raise ValueError(
             f"pix_decoder predicts {state_dict['pix_decoder.4.weight'].shape[0]} values per patch, expected "
-            f"patch_size^2 * channels = {config.patch_dim}"
+            f"patch pixels * channels = {config.patch_dim}"
         )
     return config
 

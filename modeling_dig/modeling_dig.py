@@ -117,7 +117,7 @@ class DiGPatchEmbed(nn.Module):
         super().__init__()
         self.image_size = tuple(config.image_size)
         self.proj = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            config.num_channels, config.hidden_size, kernel_size=config.patch_hw, stride=config.patch_hw
         )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

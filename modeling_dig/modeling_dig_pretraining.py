@@ -163,20 +163,28 @@ def convert_to_sync_batchnorm(module: nn.Module, device_type: str, process_group
     return module
 
 
-def patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C], patches row-major, each vector ordered (row, col, channel)."""
+def _patch_hw(patch_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (patch_size, patch_size) if isinstance(patch_size, int) else (int(patch_size[0]), int(patch_size[1]))
+
+
+def patchify(pixel_values: torch.Tensor, patch_size: int | tuple[int, int]) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/ph)*(W/pw), ph*pw*C], patches row-major, each vector ordered (row, col, channel)."""
+    patch_h, patch_w = _patch_hw(patch_size)
     batch_size, channels, height, width = pixel_values.shape
-    rows, cols = height // patch_size, width // patch_size
-    patches = pixel_values.reshape(batch_size, channels, rows, patch_size, cols, patch_size)
-    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch_size, rows * cols, patch_size * patch_size * channels)
+    rows, cols = height // patch_h, width // patch_w
+    patches = pixel_values.reshape(batch_size, channels, rows, patch_h, cols, patch_w)
+    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch_size, rows * cols, patch_h * patch_w * channels)
 
 
-def unpatchify(patches: torch.Tensor, patch_size: int, grid_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
-    """Inverse of `patchify`: [B, N, p*p*C] -> [B, C, H, W]."""
+def unpatchify(
+    patches: torch.Tensor, patch_size: int | tuple[int, int], grid_size: tuple[int, int], channels: int = 3
+) -> torch.Tensor:
+    """Inverse of `patchify`: [B, N, ph*pw*C] -> [B, C, H, W]."""
+    patch_h, patch_w = _patch_hw(patch_size)
     batch_size = patches.shape[0]
     rows, cols = grid_size
-    grid = patches.reshape(batch_size, rows, cols, patch_size, patch_size, channels)
-    return grid.permute(0, 5, 1, 3, 2, 4).reshape(batch_size, channels, rows * patch_size, cols * patch_size)
+    grid = patches.reshape(batch_size, rows, cols, patch_h, patch_w, channels)
+    return grid.permute(0, 5, 1, 3, 2, 4).reshape(batch_size, channels, rows * patch_h, cols * patch_w)
 
 
 def _world() -> tuple[int, int]:
@@ -349,7 +357,7 @@ class DiGForPreTraining(PreTrainedModel):
         if not config.normalize_mim_target:
             return patchify(pixels, patch_size)
         batch_size, channels = pixels.shape[:2]
-        patches = patchify(pixels, patch_size).reshape(batch_size, -1, patch_size * patch_size, channels)
+        patches = patchify(pixels, patch_size).reshape(batch_size, -1, config.encoder.num_pixels_per_patch, channels)
         mean = patches.mean(dim=-2, keepdim=True)
         std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
         return ((patches - mean) / (std + 1e-6)).flatten(2)

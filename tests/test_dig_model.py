@@ -103,6 +103,33 @@ def test_bad_config_values_are_refused():
         DiGEncoderConfig(hidden_size=30, num_attention_heads=4)
 
 
+def test_rectangular_column_strip_patches(tmp_path):
+    """patch_size (32, 4): one token per 4-pixel column strip, numbered left to right; the config survives a
+    save/load round trip and an odd strip is refused."""
+    model = tiny_model(encoder={"patch_size": [32, 4]})
+    encoder_config = model.config.encoder
+    assert encoder_config.patch_size == (32, 4) and encoder_config.grid_size == (1, 32)
+    assert encoder_config.num_patches == 32 and encoder_config.num_pixels_per_patch == 128
+    pixels = images(2)
+    assert model.encoder(pixels).last_hidden_state.shape[1] == 32  # one token per strip
+    # token i sees only columns 4i..4i+3: changing column 9 changes token 2 alone
+    edited = pixels.clone()
+    edited[:, :, :, 9] += 1.0
+    tokens, tokens_edited = (model.encoder.patch_embed(x) for x in (pixels, edited))
+    changed = (tokens - tokens_edited).abs().amax(dim=(0, 2)) > 0
+    assert changed.nonzero().flatten().tolist() == [2]
+    model.save_pretrained(tmp_path)
+    reloaded = DiGForTextRecognition.from_pretrained(tmp_path).eval()
+    assert reloaded.config.encoder.patch_size == (32, 4)
+    with torch.no_grad():
+        assert torch.equal(reloaded.generate(pixels), model.generate(pixels))
+    assert DiGEncoderConfig(patch_size=[4, 4]).patch_size == 4  # a square pair is the plain int
+    from huggingface_hub.errors import StrictDataclassError
+
+    with pytest.raises(StrictDataclassError, match="divisible"):
+        DiGEncoderConfig(patch_size=[32, 5])
+
+
 def test_generation_defaults():
     model = tiny_model()
     generation = model.generation_config

@@ -144,6 +144,10 @@ def test_patchify_round_trip_and_order():
     # patch 1 = row 0, col 1; element (p1=0, p2=1, c=2) sits at (p1 * 4 + p2) * 3 + c
     assert patches[0, 1, (0 * 4 + 1) * 3 + 2] == pixels[0, 2, 0, 4 + 1]
     assert torch.equal(unpatchify(patches, 4, (2, 3), 3), pixels)
+    strips = patchify(pixels, (8, 2))  # rectangular: one patch per 2-pixel column strip
+    assert strips.shape == (2, 6, 48)
+    assert strips[1, 3, (5 * 2 + 1) * 3 + 0] == pixels[1, 0, 5, 3 * 2 + 1]
+    assert torch.equal(unpatchify(strips, (8, 2), (1, 6), 3), pixels)
 
 
 def test_auto_classes(tmp_path):

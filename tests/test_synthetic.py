@@ -16,6 +16,7 @@ from processing.synthetic import (
     _pick_font,
     build_synthetic_benchmark,
     load_wordlist,
+    random_string,
     render_split,
     render_word,
     split_vocabulary,
@@ -101,3 +102,27 @@ def test_clean_level_uses_only_its_upright_fonts_and_no_geometry():
     first = render_word("Coffee", random.Random(3), "clean")
     again = render_word("Coffee", random.Random(3), "clean")
     assert first.tobytes() == again.tobytes() and first.mode == "RGB"
+
+
+def test_random_strings_replace_a_share_of_training_words_only(tmp_path):
+    words = load_wordlist()
+    train_words, held_out = split_vocabulary(words, 0.2, 0)
+    samples = [label for _, label in render_split("train", 400, train_words, 0, "clean", random_fraction=0.5)]
+    randoms = [label for label in samples if label not in set(train_words) | {w.title() for w in train_words}
+               | {w.upper() for w in train_words}]
+    assert 150 < len(randoms) < 250  # about half
+    allowed = set(string.ascii_lowercase + string.digits)
+    assert all(set(label.lower()) <= allowed and 1 <= len(label) <= 12 for label in randoms)
+    again = [label for _, label in render_split("train", 400, train_words, 0, "clean", random_fraction=0.5)]
+    assert again == samples
+    assert random_string(random.Random(5)) == random_string(random.Random(5))
+    paths = build_synthetic_benchmark(tmp_path, num_train=50, num_val=20, num_test=20, seed=0, difficulty="clean",
+                                      num_workers=0, random_fraction=1.0)
+    held = set(held_out)
+    for split in ("val", "test"):  # evaluation splits stay held-out words
+        labels = [label.decode() for _, label in lmdb_records(paths[split])]
+        assert all(label in held or label.lower() in {w.lower() for w in held} for label in labels)
+    train_labels = [label.decode() for _, label in lmdb_records(paths["train"])]
+    assert all(set(label.lower()) <= allowed for label in train_labels)
+    with pytest.raises(ValueError, match="random_fraction"):
+        list(render_split("train", 2, train_words, 0, random_fraction=1.5))

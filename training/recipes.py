@@ -56,6 +56,10 @@ class SyntheticRecipe:
     num_test: int = _doc("test images", default=200)
     seed: int = _doc("renderer seed (same seed = byte-identical LMDBs)", default=0)
     difficulty: str = _doc("renderer difficulty preset (see processing.synthetic.DIFFICULTIES)", default="easy")
+    random_fraction: float = _doc(
+        "share of training images showing random alphanumeric strings instead of words (val/test: words only)",
+        default=0.0,
+    )
     num_workers: int | None = _doc("rendering processes; null = up to 2", default=None)
     overwrite: bool = _doc("re-render even if the LMDBs already exist", default=False)
 

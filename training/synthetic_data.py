@@ -37,6 +37,7 @@ def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path
         logger.info("rendering synthetic LMDBs into %s", spec.output_root)
         build_synthetic_benchmark(spec.output_root, num_train=spec.num_train, num_val=spec.num_val,
                                   num_test=spec.num_test, seed=spec.seed, difficulty=spec.difficulty,
+                                  random_fraction=spec.random_fraction,
                                   num_workers=spec.num_workers, overwrite=True)
         marker.write_text(json.dumps(wanted, indent=2) + "\n")
     else:
