@@ -7,7 +7,6 @@ slow part on a shared CPU, so one tiny model and one reference decode serve ever
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
