@@ -7,6 +7,7 @@ for the decoder, and two candidates would make that call ambiguous.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -26,6 +27,15 @@ CHARSET_94 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!\"#
 
 CHARSET_36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 """The case-insensitive evaluation charset; it also filters the captions fed to the CLIP text tower."""
+
+
+def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """`(height, width)` from an int (square) or a pair; anything else is a config error naming the field."""
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{name} must be an int or [height, width], got {value!r}.")
 
 
 @strict
@@ -81,7 +91,8 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     r"""
     CLIP4STR (Zhao et al., arXiv 2305.14014): CLIP towers + a visual and a cross-modal PARSeq decoder.
 
-    vision_config (`CLIPVisionConfig | dict`): the CLIP image tower (QuickGELU, heads = width // 64).
+    vision_config (`CLIPVisionConfig | dict`): the CLIP image tower (QuickGELU, heads = width // 64); its image_size and
+        patch_size may be `[height, width]` pairs (column strips for text lines; the released models are square).
     clip_text_config (`CLIPTextConfig | dict`): the CLIP text tower that encodes the visual branch's caption.
     decoder (`CLIP4STRDecoderConfig | dict`): both character decoders (same architecture, separate weights).
     projection_dim (`int`): CLIP joint embedding dim; both towers project to it and the decoders read it.
@@ -151,6 +162,11 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
                 f"{num_chars + 3}/{num_chars + 1} for a {num_chars}-character charset_train."
             )
 
+        # A square [n, n] image or patch is stored as n: transformers' CLIP tower (and every released model) uses ints.
+        for name in ("image_size", "patch_size"):
+            height, width = as_pair(getattr(self.vision_config, name), f"vision_config.{name}")
+            setattr(self.vision_config, name, height if height == width else [height, width])
+
     @property
     def max_label_length(self) -> int:
         return self.decoder.max_label_length
@@ -168,15 +184,16 @@ def build_preset_kwargs(
     embed_dim: int,
     vision_width: int,
     vision_layers: int,
-    patch_size: int,
+    patch_size: int | Sequence[int],
     text_width: int,
     text_layers: int,
-    image_size: int = 224,
+    image_size: int | Sequence[int] = 224,
     vocab_size: int = 49408,
     context_length_weights: int = 77,
     text_freeze_nlayer: int = 6,
 ) -> dict[str, Any]:
-    """Config kwargs for a CLIP of these dimensions; heads = width // 64 in both towers, as the original builds them."""
+    """Config kwargs for a CLIP of these dimensions; heads = width // 64 in both towers, as the original builds them.
+    `image_size` / `patch_size` may be `[height, width]` (see `vision_embeddings.py`); the released models are square."""
     vision = CLIPVisionConfig(
         hidden_size=vision_width,
         intermediate_size=4 * vision_width,
@@ -249,4 +266,4 @@ CLIP4STR_PRESETS: dict[str, dict[str, int]] = {
 """Single source of the released architectures (every one was trained with text_freeze_nlayer=6)."""
 
 
-__all__ = ["CHARSET_36", "CHARSET_94", "CLIP4STR_PRESETS", "CLIP4STRConfig", "CLIP4STRDecoderConfig"]
+__all__ = ["CHARSET_36", "CHARSET_94", "CLIP4STR_PRESETS", "CLIP4STRConfig", "CLIP4STRDecoderConfig", "as_pair"]

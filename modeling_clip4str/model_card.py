@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .configuration_clip4str import CLIP4STRConfig
+from .configuration_clip4str import CLIP4STRConfig, as_pair
 
 CITATION = """@article{zhao2023clip4str,
   title   = {CLIP4STR: A Simple Baseline for Scene Text Recognition with Pre-trained Vision-Language Model},
@@ -17,9 +17,11 @@ CITATION = """@article{zhao2023clip4str,
 
 def describe_architecture(config: CLIP4STRConfig) -> str:
     vision, text, decoder = config.vision_config, config.clip_text_config, config.decoder
+    image_h, image_w = as_pair(vision.image_size, "vision_config.image_size")
+    patch_h, patch_w = as_pair(vision.patch_size, "vision_config.patch_size")
     return (
         f"CLIP image tower ViT {vision.hidden_size} wide x {vision.num_hidden_layers} layers "
-        f"({vision.num_attention_heads} heads, patch {vision.patch_size}, {vision.image_size}px), "
+        f"({vision.num_attention_heads} heads, patch {patch_h}x{patch_w}, input {image_h}x{image_w}), "
         f"text tower {text.hidden_size} x {text.num_hidden_layers} ({text.num_attention_heads} heads), "
         f"joint dim {config.projection_dim}; two PARSeq decoders (d_model {decoder.d_model}, {decoder.num_heads} heads, "
         f"depth {decoder.depth}), max label length {decoder.max_label_length}, {len(config.charset_train)} characters."

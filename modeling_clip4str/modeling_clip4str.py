@@ -31,6 +31,7 @@ from transformers.utils import ModelOutput, logging
 from .caption_tokenizer import CaptionTokenizer
 from .configuration_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig
 from .permutations import causal_mask, cloze_mask, generate_permutations, permutation_attention_masks
+from .vision_embeddings import build_vision_tower
 
 logger = logging.get_logger(__name__)
 
@@ -59,7 +60,7 @@ class CLIP4STRRecognitionOutput(ModelOutput):
     visual_logits: `[B, L, 95]` visual-branch logits of the same stage (refined when refinement runs).
     ce_terms: training only: the per-permutation mean CEs `[visual_0, cross_0, visual_1, cross_1, ...]`.
     The remaining fields are filled with `output_intermediates=True` (parity checks, analysis):
-    image_memory: `[B, 1 + g^2, E]` projected image tokens.
+    image_memory: `[B, 1 + patches, E]` projected image tokens (class token first).
     visual_logits_ar / cross_logits_ar: the decoding loops' logits before refinement.
     caption_ids_ar / text_memory_ar: CLIP ids `[B, 16]` and text tokens `[B, 16, E]` of the loops' caption.
     caption_ids / text_memory: the same for the caption the final cross pass used.
@@ -335,6 +336,7 @@ class CLIP4STRPreTrainedModel(PreTrainedModel):
         "CLIPEncoderLayer",
         "CLIPTextEmbeddings",
         "CLIPVisionEmbeddings",
+        "RectangularCLIPVisionEmbeddings",
     ]
 
     @torch.no_grad()
@@ -415,7 +417,7 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
                 f"decoder.d_model ({config.decoder.d_model}) must equal projection_dim ({embed_dim}): the decoders "
                 "read projected CLIP tokens."
             )
-        self.vision_model: CLIPVisionModel = AutoModel.from_config(config.vision_config)
+        self.vision_model: CLIPVisionModel = build_vision_tower(config.vision_config)
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, embed_dim, bias=False)
         self.text_model: CLIPTextModel = AutoModel.from_config(config.clip_text_config)
         self.text_projection = nn.Linear(config.clip_text_config.hidden_size, embed_dim, bias=False)
@@ -471,7 +473,7 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         return self.vision_model
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """Image memory [B, 1 + g^2, E]: post-LayerNorm on ALL tokens (not only CLS), then the projection."""
+        """Image memory [B, 1 + patches, E]: post-LayerNorm on ALL tokens (not only CLS), then the projection."""
         hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
         return self.visual_projection(self.vision_model.post_layernorm(hidden))
 

@@ -67,11 +67,12 @@ def build_processor(model_type: str, config: Any) -> Any:
 
         height, width = config.encoder.image_size
         return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), DiGTokenizer())
+    from modeling_clip4str.configuration_clip4str import as_pair
     from processing import CLIP4STRImageProcessor, CLIP4STRProcessor, PARSeqTokenizer
 
-    side = config.vision_config.image_size
+    height, width = as_pair(config.vision_config.image_size, "vision_config.image_size")
     return CLIP4STRProcessor(
-        CLIP4STRImageProcessor(size={"height": side, "width": side}), PARSeqTokenizer(charset=config.charset_train)
+        CLIP4STRImageProcessor(size={"height": height, "width": width}), PARSeqTokenizer(charset=config.charset_train)
     )
 
 
@@ -92,8 +93,10 @@ def load_saved(path: str | Path) -> tuple[Any, Any, str]:
 
     path = Path(path)
     if not is_saved_model(path):
-        raise FileNotFoundError(f"{path} is not a saved model folder (no config.json); pass the output_dir of a "
-                                "finetune run or a converted checkpoint folder")
+        raise FileNotFoundError(
+            f"{path} is not a saved model folder (no config.json); pass the output_dir of a "
+            "finetune run or a converted checkpoint folder"
+        )
     model_type = AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
     if model_type not in MODEL_TYPES:
         raise ValueError(f"{path}: model_type {model_type!r} is not a recognizer ({MODEL_TYPES})")
