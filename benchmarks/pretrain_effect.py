@@ -1,6 +1,6 @@
 """Does DiG pre-training help? A CPU-sized A/B test on synthetic words.
 
-    python -m benchmarks.pretrain_effect                 # ~20 minutes of CPU (default budget)
+    python -m benchmarks.pretrain_effect                 # ~20 minutes of CPU (default budget, 32x4 strips)
     python -m benchmarks.pretrain_effect --quick         # ~2 minutes, smoke test
     python -m benchmarks.pretrain_effect --budget-minutes 30 --output results/pretrain_effect.json
 
@@ -54,19 +54,28 @@ class Settings:
     finetune_lr: float
     seed: int
     difficulty: str
+    patch_size: tuple[int, int] = (32, 4)
 
 
-def settings_for(quick: bool, budget_minutes: float | None, seed: int) -> Settings:
+def settings_for(
+    quick: bool, budget_minutes: float | None, seed: int, patch_size: tuple[int, int] = (32, 4)
+) -> Settings:
     if quick:
-        return Settings(budget_minutes or 2.0, 400, 160, 100, 16, 16, 1e-3, seed, "clean")
-    return Settings(budget_minutes or 20.0, 6000, 1000, 500, 32, 32, 1e-3, seed, "clean")
+        return Settings(budget_minutes or 2.0, 400, 160, 100, 16, 16, 1e-3, seed, "clean", patch_size)
+    return Settings(budget_minutes or 20.0, 6000, 1000, 500, 32, 32, 1e-3, seed, "clean", patch_size)
 
 
-def recognizer_config() -> DiGConfig:
+def recognizer_config(patch_size: tuple[int, int] = (32, 4)) -> DiGConfig:
     """The recognizer matching the "reduced" pre-training encoder, with a small decoder."""
     return DiGConfig.from_preset(
         "vit-small",
-        encoder={"hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 384},
+        encoder={
+            "hidden_size": 96,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 3,
+            "intermediate_size": 384,
+            "patch_size": list(patch_size),
+        },
         decoder={"d_model": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 256},
     )
 
@@ -169,6 +178,7 @@ def run(settings: Settings, work_dir: Path) -> dict[str, Any]:
             output_dir=str(output),
             train_data=[str(data["train"])],
             model_preset="reduced",
+            model_config={"encoder": {"patch_size": list(settings.patch_size)}},
             # Short CPU runs need a larger peak lr than the paper's 1.5e-4 x 1024 / 256: aim at 1e-3.
             batch_size=settings.pretrain_batch,
             max_steps=steps,
@@ -187,7 +197,7 @@ def run(settings: Settings, work_dir: Path) -> dict[str, Any]:
     # Calibrate: time a couple of steps of each phase, then share what is left of the budget.
     probe = run_pretraining(pretrain_recipe(work_dir / "calibrate", 3)).history
     pretrain_time = (probe[-1]["seconds"] - probe[0]["seconds"]) / (len(probe) - 1)
-    scratch_probe = DiGForTextRecognition(recognizer_config())
+    scratch_probe = DiGForTextRecognition(recognizer_config(settings.patch_size))
     finetune_time = seconds_per_step(lambda n: finetune(scratch_probe, processor, labeled, n, settings), 2)
     # 15% of what is left is kept for the two test-set evaluations and start-up costs.
     remaining = budget - (time.perf_counter() - started)
@@ -204,10 +214,10 @@ def run(settings: Settings, work_dir: Path) -> dict[str, Any]:
 
     pretrained = run_pretraining(pretrain_recipe(work_dir / "pretrain", pretrain_steps))
     torch.manual_seed(settings.seed)
-    from_pretraining = DiGForTextRecognition(recognizer_config())
+    from_pretraining = DiGForTextRecognition(recognizer_config(settings.patch_size))
     report = load_pretrained_encoder(from_pretraining, pretrained.final_model_dir)
     torch.manual_seed(settings.seed)
-    from_scratch = DiGForTextRecognition(recognizer_config())
+    from_scratch = DiGForTextRecognition(recognizer_config(settings.patch_size))
 
     results: dict[str, Any] = {}
     for name, model in (("pretrained", from_pretraining), ("scratch", from_scratch)):
@@ -248,6 +258,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--patch-size",
+        default="32,4",
+        help="encoder patch HEIGHT,WIDTH (default 32,4: column strips, which a CPU budget can train; DiG's is 4,4)",
+    )
+    parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep data and checkpoints here (default: a temp dir)"
     )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/pretrain_effect.json"))
@@ -255,7 +270,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.budget_minutes is not None and not 0 < args.budget_minutes <= MAX_BUDGET_MINUTES:
         parser.error(f"--budget-minutes must be in (0, {MAX_BUDGET_MINUTES:g}]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = settings_for(args.quick, args.budget_minutes, args.seed)
+    try:
+        patch_size = tuple(int(v) for v in args.patch_size.split(","))
+    except ValueError:
+        patch_size = ()
+    if len(patch_size) != 2 or min(patch_size) < 1:
+        parser.error(f"--patch-size must be HEIGHT,WIDTH (e.g. 32,4 or 4,4), got {args.patch_size!r}")
+    settings = settings_for(args.quick, args.budget_minutes, args.seed, patch_size)
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         report = run(settings, args.work_dir)

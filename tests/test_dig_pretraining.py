@@ -223,3 +223,23 @@ def test_recognizer_from_pretrained_hook(tmp_path):
     assert not is_pretraining_folder(tmp_path / "recognizer")
     reloaded = HookedRecognizer.from_pretrained(tmp_path / "recognizer")  # an ordinary folder: the normal path
     assert torch.equal(reloaded.encoder.blocks[0].attn.qkv.weight, pretrained.encoder.blocks[0].attn.qkv.weight)
+
+
+def test_column_strip_pretraining_initialises_a_strip_recognizer(tmp_path):
+    """The CPU effect benchmark's layout: 32x4 strips pre-train (1 x 32 mask grid) and hand every encoder tensor to a
+    strip recognizer; a 4x4 recognizer is refused instead of silently getting a reshaped patch embedding."""
+    from modeling_dig import DiGConfig
+
+    strips = {"patch_size": [32, 4]}
+    pretrained = _tiny_model(encoder=strips)
+    assert pretrained.config.encoder.grid_size == (1, 32)
+    batch = _batch()
+    batch["bool_masked_pos"] = DiGMaskGenerator((1, 32), 0.7)(4, generator=torch.Generator().manual_seed(0))
+    output = pretrained(**batch)
+    assert torch.isfinite(output.loss) and output.mim_loss > 0 and output.contrastive_loss > 0
+    pretrained.save_pretrained(tmp_path)
+    config = DiGConfig.from_preset("tiny-test", encoder=strips)
+    _, report = init_recognizer_from_pretraining(tmp_path, config)
+    assert len(report.loaded) == 3 + 13 * config.encoder.num_hidden_layers
+    with pytest.raises(ValueError, match="pre-training shape"):
+        init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test"))
