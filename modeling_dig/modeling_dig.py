@@ -23,11 +23,18 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput
 
 from .configuration_dig import DiGConfig, DiGDecoderConfig, DiGEncoderConfig
+
+# transformers 5.24 renamed the cache argument and output field `past_key_values` to `cache`. The models read the
+# cache under either name and return it under the installed transformers' own field name, so generate() finds it.
+CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Fixed sinusoid tables. Both recipes are reproduced exactly because the fixtures compare them bit for bit.
@@ -418,17 +425,6 @@ class DiGDecoderLayer(GradientCheckpointingLayer):
         return hidden_states, self_weights, cross_weights
 
 
-@dataclass
-class DiGDecoderOutput(ModelOutput):
-    """Decoder states after the final LayerNorm, plus what was asked for."""
-
-    last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
-    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
 class DiGDecoder(nn.Module):
     """MMOCR-style TFDecoder body: embedding (+BOS row, no sqrt scaling) + fixed sinusoid table, layers, final norm."""
 
@@ -472,7 +468,7 @@ class DiGDecoder(nn.Module):
         use_cache: bool = False,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-    ) -> DiGDecoderOutput:
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
         batch, length = input_ids.shape
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -498,12 +494,12 @@ class DiGDecoder(nn.Module):
                 all_self = all_self + (self_weights,)
                 all_cross = all_cross + (cross_weights,)
         hidden_states = self.layer_norm(hidden_states)
-        return DiGDecoderOutput(
+        return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden,
             attentions=all_self,
             cross_attentions=all_cross,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
 
@@ -520,7 +516,7 @@ class DiGPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["DiGViTLayer", "DiGDecoderLayer"]
-    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+    _skip_keys_device_placement: ClassVar[list[str]] = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_flex_attn = False
@@ -561,23 +557,13 @@ class DiGPreTrainedModel(PreTrainedModel):
 
 
 @dataclass
-class DiGTextRecognitionOutput(ModelOutput):
-    """Seq2Seq output of [`DiGForTextRecognition`].
+class DiGTextRecognitionOutput(Seq2SeqLMOutput):
+    """transformers' `Seq2SeqLMOutput` (loss: see [`DiGForTextRecognition.forward`]; logits: [B, T, vocab_size], 97
+    classes, BOS is never predicted), plus, last so that `to_tuple()` positions stay transformers' own:
 
-    loss: see [`DiGForTextRecognition.forward`] for the normalisation.
-    logits: [B, T, vocab_size] classifier scores (97 classes; BOS is never predicted).
     memory: the bridge output (decoder keys/values source), None when the cross-attention cache was reused.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    decoder_attentions: tuple[torch.FloatTensor, ...] | None = None
-    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
-    encoder_last_hidden_state: torch.FloatTensor | None = None
-    encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    encoder_attentions: tuple[torch.FloatTensor, ...] | None = None
     memory: torch.FloatTensor | None = None
 
 
@@ -694,7 +680,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -710,7 +696,10 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
             (`loss_normalization="token"`); see `compute_loss`.
         decoder_input_ids: [B, T] decoder inputs starting with BOS (97); with a cache only the new ones.
         decoder_attention_mask: optional [B, past + T] key padding mask for self-attention (1 = keep).
+        cache: the `EncoderDecoderCache` of earlier steps; also accepted as `past_key_values` (the name
+            transformers < 5.24 passes) and returned under the installed transformers' field name.
         """
+        past_key_values = cache if cache is not None else kwargs.pop("past_key_values", None)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -770,7 +759,6 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         output = DiGTextRecognitionOutput(
             loss=loss,
             logits=logits,
-            past_key_values=decoder_outputs.past_key_values,
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -778,11 +766,13 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
             memory=memory,
+            **{CACHE_FIELD: getattr(decoder_outputs, CACHE_FIELD)},
         )
         return output if return_dict else output.to_tuple()
 
 
 __all__ = [
+    "CACHE_FIELD",
     "DiGBridge",
     "DiGDecoder",
     "DiGForTextRecognition",

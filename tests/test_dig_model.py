@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Gen
 
 import modeling_dig  # noqa: F401  (registers the Auto classes)
 from modeling_dig import DIG_PRESETS, DiGConfig, DiGEncoderConfig, DiGForTextRecognition, DiGViTEncoder
-from modeling_dig.modeling_dig import shift_labels_right
+from modeling_dig.modeling_dig import CACHE_FIELD, shift_labels_right
 
 
 @pytest.fixture(autouse=True)
@@ -251,10 +251,10 @@ def test_incremental_decoding_equals_full_forward():
             out = model(
                 encoder_outputs=encoder_outputs,
                 decoder_input_ids=decoder_input_ids[:, t : t + 1],
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
-            past = out.past_key_values
+            past = getattr(out, CACHE_FIELD)
             steps.append(out.logits)
             assert (out.memory is None) == (t > 0)  # memory projections are computed once
     assert (torch.cat(steps, 1) - full).abs().max() < 1e-5
