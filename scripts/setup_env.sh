@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
-# Creates (or refreshes) the project's virtual environment in .venv and installs the library with
-# its dev extra. Idempotent: a second run only checks that everything is installed.
+# Creates (or refreshes) a virtual environment and installs the library with its dev extra. Idempotent.
+#   bash scripts/setup_env.sh            # .venv: exactly the versions in uv.lock (what CI proved)
+#   bash scripts/setup_env.sh newest     # .venv-newest: the newest versions pyproject's ranges allow today
+#   bash scripts/setup_env.sh oldest     # .venv-oldest: the lowest version of each direct dependency's range
+# uv itself (pinned below) is installed into .tools/ with pip when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+UV_VERSION=0.13.9
+KIND=${1:-locked}
+
+if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  "$PYTHON" -m venv .tools
+  .tools/bin/python -m pip install -q "uv==$UV_VERSION"
 fi
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-# torch and torchvision are installed together so that their builds match (a CPU-only torch with the
-# index's torchvision fails at import: "operator torchvision::nms does not exist").
-python -m pip install -q -e ".[dev]"
-python - <<'PY'
+UV=.tools/bin/uv
+
+case "$KIND" in
+  locked)
+    VENV=.venv
+    # --frozen: install what uv.lock says, never re-resolve (a fresh machine next month gets the same set)
+    "$UV" sync --quiet --frozen --extra dev --python "$PYTHON"
+    ;;
+  newest|oldest)
+    VENV=.venv-$KIND
+    RESOLUTION=$([ "$KIND" = newest ] && echo highest || echo lowest-direct)
+    # a new environment every time: nothing from an earlier resolution may hide a broken bound
+    rm -rf "$VENV"
+    "$UV" venv --quiet --python "$PYTHON" "$VENV"
+    "$UV" pip install --quiet --python "$VENV/bin/python" --resolution "$RESOLUTION" --upgrade -e ".[dev]"
+    ;;
+  *)
+    echo "setup_env.sh: unknown environment '$KIND' (use locked, newest or oldest)" >&2
+    exit 2
+    ;;
+esac
+
+"$VENV/bin/python" - <<'PY'
 import torch, torchvision, transformers  # noqa: F401  (fails loudly if the pair is mismatched)
 print(f"environment ready: torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}")
 PY

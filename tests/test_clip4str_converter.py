@@ -22,6 +22,7 @@ from modeling_clip4str.convert_original_checkpoint import (
     main,
 )
 from modeling_clip4str.weight_conversion import convert_original_state_dict, load_converted
+from tolerances import assert_close
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,7 +54,7 @@ def test_folder_is_complete_and_reloads_exactly(converted, clip4str_fixtures):
     expected = load_file(clip4str_fixtures / "expected.safetensors")
     with torch.no_grad():
         logits = model(pixel_values=inputs["pixel_values"]).logits
-    assert (logits - expected["final_logits"]).abs().max().item() < 1e-5
+    assert_close(logits, expected["final_logits"], rel=1e-5)
     assert torch.equal(logits.argmax(-1), expected["final_ids"])
 
 
@@ -83,7 +84,7 @@ def test_saved_processor_uses_test_normalisation_and_pipeline_reads(converted, c
     processor = AutoProcessor.from_pretrained(converted)
     images = [Image.fromarray(inputs[f"raw_image_{i}"].numpy()) for i in range(3)]
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-    assert (pixel_values - inputs["pixel_values"]).abs().max().item() < 1e-6  # 0.5/0.5, as test.py/read.py
+    assert_close(pixel_values, inputs["pixel_values"], rel=1e-6)  # 0.5/0.5, as test.py/read.py
     reader = pipeline("image-to-text", model=str(converted))
     results = reader(images)
     texts = [r[0]["generated_text"] if isinstance(r, list) else r["generated_text"] for r in results]

@@ -13,6 +13,7 @@ from modeling_clip4str.clip_initialization import (
     load_clip_state_dict,
     round_like_original,
 )
+from tolerances import assert_close
 
 TINY_OPEN_CLIP = {
     "embed_dim": 32,
@@ -33,15 +34,15 @@ def open_clip_model():
     return clip4str, reference
 
 
-def assert_matches_open_clip(model, reference, atol: float = 1e-5) -> None:
+def assert_matches_open_clip(model, reference, rel: float = 1e-5) -> None:
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         image = model.get_image_features(pixels)
         text = model.get_text_features(CAPTION_IDS)
         # open_clip pools: ln_post(CLS) @ proj and the EOT token's feature; ours keep every token.
-        torch.testing.assert_close(image[:, 0], reference.encode_image(pixels), atol=atol, rtol=0)
+        assert_close(image[:, 0], reference.encode_image(pixels), rel=rel)
         eot = CAPTION_IDS.argmax(-1)
-        torch.testing.assert_close(text[torch.arange(2), eot], reference.encode_text(CAPTION_IDS), atol=atol, rtol=0)
+        assert_close(text[torch.arange(2), eot], reference.encode_text(CAPTION_IDS), rel=rel)
 
 
 def test_clip_init_file_reproduces_the_original_initial_memories(clip4str_fixtures):
@@ -52,8 +53,8 @@ def test_clip_init_file_reproduces_the_original_initial_memories(clip4str_fixtur
     with torch.no_grad():
         image = model.get_image_features(inputs["pixel_values"])
         text = model.get_text_features(expected["captions_token_ids"])
-    assert (image - expected["init_image_memory"]).abs().max().item() < 1e-5
-    assert (text - expected["init_text_memory"]).abs().max().item() < 1e-5
+    assert_close(image, expected["init_image_memory"], rel=1e-5)
+    assert_close(text, expected["init_text_memory"], rel=1e-5)
     assert not model.text_model.encoder.layers[0].mlp.fc1.weight.requires_grad
 
 
@@ -121,11 +122,9 @@ def test_transformers_clip_folder(tmp_path):
         ours = model.get_image_features(pixels)
         hidden = clip.vision_model(pixel_values=pixels).last_hidden_state
         theirs = clip.visual_projection(clip.vision_model.post_layernorm(hidden))
-        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+        assert_close(ours, theirs, rel=1e-6)
         text = model.get_text_features(CAPTION_IDS)
-        torch.testing.assert_close(
-            text, clip.text_projection(clip.text_model(input_ids=CAPTION_IDS).last_hidden_state), atol=1e-6, rtol=0
-        )
+        assert_close(text, clip.text_projection(clip.text_model(input_ids=CAPTION_IDS).last_hidden_state), rel=1e-6)
 
 
 def test_not_a_clip_file_is_a_clear_error(tmp_path):

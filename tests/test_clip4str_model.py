@@ -10,6 +10,7 @@ from modeling_clip4str.caption_tokenizer import CaptionTokenizer
 from modeling_clip4str.configuration_clip4str import build_preset_kwargs
 from modeling_clip4str.modeling_clip4str import labels_to_target
 from modeling_clip4str.permutations import generate_permutations, permutation_attention_masks
+from tolerances import assert_close
 
 
 def tiny_config(depth: int = 1, dropout: float = 0.1, **overrides) -> CLIP4STRConfig:
@@ -57,7 +58,7 @@ def test_cached_decoding_matches_uncached_reference(pixels, depth, decode_ar):
     assert torch.equal(cached.caption_ids_ar, reference.caption_ids_ar)
     assert torch.equal(cached.caption_ids, reference.caption_ids)
     for name in ("visual_logits_ar", "cross_logits_ar", "visual_logits", "logits"):
-        torch.testing.assert_close(getattr(cached, name), getattr(reference, name), atol=1e-5, rtol=0)
+        assert_close(getattr(cached, name), getattr(reference, name), rel=1e-5)
     assert torch.equal(cached.logits.argmax(-1), reference.logits.argmax(-1))
     assert cached.logits.shape == (4, 9, 95)  # refinement always runs every position query
 
@@ -70,7 +71,7 @@ def test_nar_decoding_runs_parallel_then_refines(pixels):
         memory = model.get_image_features(pixels)
         bos = torch.full((4, 1), model.config.bos_token_id)
         direct = model.visual_decoder(bos, memory, query_positions=slice(0, 9)).logits
-    torch.testing.assert_close(out.visual_logits_ar, direct, atol=1e-6, rtol=0)
+    assert_close(out.visual_logits_ar, direct, rel=1e-6)
     assert out.cross_logits_ar.shape == (4, 9, 95) and out.logits.shape == (4, 9, 95)
     assert torch.isfinite(out.logits).all()
 
@@ -197,7 +198,7 @@ def test_loss_formula_and_num_items_in_batch(pixels):
         n1 = n0 - labels.shape[0]
         terms = out.ce_terms.view(-1, 2).sum(1)
         expected = (n0 * terms[:2].sum() + n1 * terms[2:].sum()) / (2 * n0 + (len(perms) - 2) * n1)
-        torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=0)
+        assert_close(out.loss, expected, rel=1e-6)
         # Gradient accumulation: each micro-batch weighted by its share of label tokens sums to the full loss
         # (exact here: both halves have the same EOS/character ratio and the same permutations).
         same_ratio = torch.tensor([[11, 12, 13, 0], [20, 21, 0, -100], [14, 15, 16, 0], [22, 23, 0, -100]])
@@ -209,7 +210,7 @@ def test_loss_formula_and_num_items_in_batch(pixels):
             ).loss
             for k in (0, 2)
         )
-    torch.testing.assert_close(accumulated, full, atol=1e-6, rtol=0)
+    assert_close(accumulated, full, rel=1e-6)
 
 
 def test_eval_forward_with_labels_gives_validation_loss(pixels):
@@ -302,7 +303,7 @@ def test_eager_and_sdpa_agree(pixels):
         model.set_attn_implementation("eager")
         assert model.config.decoder._attn_implementation == "eager"
         eager = model(pixel_values=pixels).logits
-    torch.testing.assert_close(sdpa, eager, atol=1e-5, rtol=0)
+    assert_close(sdpa, eager, rel=1e-5)
 
 
 def test_gradient_checkpointing_gives_same_gradients(pixels):
@@ -316,7 +317,7 @@ def test_gradient_checkpointing_gives_same_gradients(pixels):
         loss = model(pixel_values=pixels, labels=labels, generator=torch.Generator().manual_seed(0)).loss
         loss.backward()
         grads.append(model.visual_decoder.layers[0].linear1.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=0)
+    assert_close(grads[0], grads[1], rel=1e-6)
 
 
 @pytest.mark.slow  # ~30 s on the shared CPU

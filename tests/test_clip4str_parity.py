@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from modeling_clip4str.convert_original_checkpoint import convert_checkpoint
 from modeling_clip4str.permutations import generate_permutations
+from tolerances import assert_close
 
 ATOL = 1e-5
 
@@ -82,7 +83,7 @@ def test_generate_strings_and_confidences(golden):
         end = ids.index(0) if 0 in ids else len(ids)
         assert "".join(itos[i] for i in ids[:end]) == decoded["final_strings"][row]
         max_probs = step_probs.max(-1).values[: end + 1]  # including the EOS step
-        torch.testing.assert_close(max_probs, torch.tensor(decoded["final_step_probs"][row]), atol=1e-6, rtol=0)
+        assert_close(max_probs, torch.tensor(decoded["final_step_probs"][row]), rel=1e-6)
         confidence = max_probs.prod().item()
         assert confidence == pytest.approx(decoded["final_confidences"][row], rel=1e-4, abs=1e-12)
 

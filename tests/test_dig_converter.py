@@ -26,6 +26,7 @@ from modeling_dig.convert_original_checkpoint import (
     load_original_checkpoint,
     main,
 )
+from tolerances import assert_close
 
 HEADS = ["--encoder-num-heads", "3", "--decoder-num-heads", "4"]  # the fixture's (reduced) head counts
 
@@ -91,7 +92,7 @@ def test_converted_folder_reproduces_the_original(converted_dir, dig_fixtures):
         )
     assert torch.equal(out.sequences[:, 1:], expected["greedy_ids"])
     probs = torch.stack(out.logits, 1).softmax(-1)
-    assert (probs - expected["greedy_probs"]).abs().max() <= 1e-6
+    assert_close(probs, expected["greedy_probs"], rel=1e-6)
 
 
 def test_processing_files_and_round_trip(converted_dir):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from processing.image_processing_clip4str import OPENAI_CLIP_MEAN, CLIP4STRImageProcessor
 from processing.image_processing_dig import DiGImageProcessor
+from tolerances import assert_close
 
 
 def _reload(processor, path):
@@ -25,8 +26,8 @@ def test_dig_parity_with_original_eval_transform(dig_fixtures, tmp_path):
     raws = [inputs[f"raw_image_{i}"].numpy() for i in range(3)]
     out = processor([Image.fromarray(r) for r in raws])["pixel_values"]
     assert out.shape == (3, 3, 32, 128) and out.dtype == torch.float32
-    assert (out - inputs["pixel_values_from_raw"]).abs().max() <= 1e-6
-    assert (processor(raws)["pixel_values"] - inputs["pixel_values_from_raw"]).abs().max() <= 1e-6
+    assert_close(out, inputs["pixel_values_from_raw"], rel=1e-6)
+    assert_close(processor(raws)["pixel_values"], inputs["pixel_values_from_raw"], rel=1e-6)
 
 
 @pytest.mark.parametrize(("normalization", "key"), [("test", "pixel_values"), ("clip", "pixel_values_train_norm")])
@@ -38,7 +39,7 @@ def test_clip4str_parity_with_original_transforms(clip4str_fixtures, tmp_path, n
     raws = [Image.fromarray(inputs[f"raw_image_{i}"].numpy()) for i in range(3)]
     out = processor(raws)["pixel_values"]
     assert out.shape == (3, 3, 224, 224)
-    assert (out - inputs[key]).abs().max() <= 1e-6
+    assert_close(out, inputs[key], rel=1e-6)
 
 
 def test_per_call_normalization_override(clip4str_fixtures):
@@ -47,7 +48,7 @@ def test_per_call_normalization_override(clip4str_fixtures):
     processor = CLIP4STRImageProcessor()  # default: CLIP mean/std
     assert processor.normalization == "clip" and tuple(processor.image_mean) == OPENAI_CLIP_MEAN
     out = processor(raw, normalization="test")["pixel_values"]
-    assert (out - inputs["pixel_values"][:1]).abs().max() <= 1e-6
+    assert_close(out, inputs["pixel_values"][:1], rel=1e-6)
 
 
 def test_normalization_can_be_overridden_on_load(clip4str_fixtures, tmp_path):
@@ -58,7 +59,7 @@ def test_normalization_can_be_overridden_on_load(clip4str_fixtures, tmp_path):
     processor = CLIP4STRImageProcessor.from_pretrained(tmp_path, normalization="test")
     assert processor.normalization == "test" and tuple(processor.image_mean) == (0.5, 0.5, 0.5)
     out = processor(inputs["raw_image_2"].numpy())["pixel_values"]
-    assert (out - inputs["pixel_values"][2:]).abs().max() <= 1e-6
+    assert_close(out, inputs["pixel_values"][2:], rel=1e-6)
     custom = CLIP4STRImageProcessor(normalization="custom", image_mean=[0.1] * 3, image_std=[0.2] * 3)
     custom.save_pretrained(tmp_path / "custom")
     assert tuple(CLIP4STRImageProcessor.from_pretrained(tmp_path / "custom").image_std) == (0.2, 0.2, 0.2)

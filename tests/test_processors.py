@@ -13,6 +13,7 @@ from processing.image_processing_clip4str import CLIP4STRImageProcessor
 from processing.processing_clip4str import CLIP4STRProcessor
 from processing.processing_dig import DiGProcessor
 from processing.tokenization_parseq import PARSeqTokenizer
+from tolerances import assert_close
 
 
 def test_dig_processor_inputs_and_labels_match_fixtures(dig_fixtures, tmp_path):
@@ -24,7 +25,7 @@ def test_dig_processor_inputs_and_labels_match_fixtures(dig_fixtures, tmp_path):
         images=[inputs[f"raw_image_{i}"].numpy() for i in range(3)], text=manifest["inputs"]["words"], max_length=25
     )
     assert set(batch) == {"pixel_values", "labels"}
-    assert (batch["pixel_values"] - inputs["pixel_values"]).abs().max() <= 1e-6
+    assert_close(batch["pixel_values"], inputs["pixel_values"], rel=1e-6)
     assert torch.equal(batch["labels"], torch.where(inputs["labels"] == 95, -100, inputs["labels"]))
     # HF generate output: BOS start column, then the ids, PAD after EOS.
     generated = torch.cat([torch.full((3, 1), 97), inputs["labels"]], dim=1)
@@ -44,7 +45,7 @@ def test_clip4str_processor_round_trip_keeps_choices(clip4str_fixtures, tmp_path
     assert loaded.tokenizer.charset == CHARSET_36 and len(loaded.tokenizer) == 39
     out = loaded(images=[inputs[f"raw_image_{i}"].numpy() for i in range(3)])
     assert list(out) == ["pixel_values"]
-    assert (out["pixel_values"] - inputs["pixel_values"]).abs().max() <= 1e-6
+    assert_close(out["pixel_values"], inputs["pixel_values"], rel=1e-6)
 
 
 def test_labels_only_and_errors():
