@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import assert_close
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, GenerationConfig
 
 import modeling_dig  # noqa: F401  (registers the Auto classes)
 from modeling_dig import DIG_PRESETS, DiGConfig, DiGEncoderConfig, DiGForTextRecognition, DiGViTEncoder
 from modeling_dig.modeling_dig import CACHE_FIELD, shift_labels_right
-from tolerances import assert_close
 
 
 @pytest.fixture(autouse=True)
@@ -282,7 +282,7 @@ def test_cache_travels_under_the_installed_transformers_name():
             out = model(pixel_values=images(), decoder_input_ids=first, use_cache=True)
             cache = getattr(out, CACHE_FIELD)
             assert isinstance(cache, EncoderDecoderCache) and cache.get_seq_length() == 1
-            assert CACHE_FIELD in out.keys()
+            assert CACHE_FIELD in out.keys()  # noqa: SIM118 (`in out` maps old names to new ones in 5.24)
             steps[name] = model(pixel_values=images(), decoder_input_ids=second, use_cache=True, **{name: cache})
             assert getattr(steps[name], CACHE_FIELD).get_seq_length() == 2
         assert torch.equal(steps["cache"].logits, steps["past_key_values"].logits)

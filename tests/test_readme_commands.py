@@ -100,7 +100,7 @@ def check_script(path: str, argv: list[str]) -> None:
             assert f"{option})" in text, f"{path} has no option {option}"
         if "--env" in argv:  # setup_env.sh's `case` lists the environments it builds
             env = argv[argv.index("--env") + 1]
-            cases = re.findall(r"^\s*([a-z|]+)\)$", (REPO_ROOT / "scripts/setup_env.sh").read_text(), re.M)
+            cases = re.findall(r"^\s*([a-z|]+)\)$", (REPO_ROOT / "scripts/setup_env.sh").read_text(), re.MULTILINE)
             assert env in "|".join(cases).split("|"), f"{path} --env {env}: setup_env.sh builds {cases}"
         for target in (a for a in argv if a.startswith("tests/")):
             assert (REPO_ROOT / target.split("::")[0]).exists(), target
