@@ -28,7 +28,7 @@ import lmdb
 import torch
 from PIL import Image
 
-from .labels import LabelNormalizer
+from .labels import LABEL_CHANGED, LabelNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -47,47 +47,62 @@ ImageCheck = Literal["none", "header", "full"]
 IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 # Bump when the record filtering changes so old Arrow caches are not reused.
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 @dataclass
 class SkipCounter:
-    """Counts skipped records by reason and keeps a few example keys per reason for the log."""
+    """Counts skipped records by reason, and kept records whose label was altered (`edits`, e.g.
+    "label_changed"), with a few example keys per reason for the log."""
 
     max_examples: int = 3
     seen: int = 0  # records examined (0 after a cache hit: nothing was read)
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    edits: Counter = field(default_factory=Counter)
 
-    def add(self, reason: str, key: str) -> None:
-        self.counts[reason] += 1
+    def _example(self, reason: str, key: str) -> None:
         examples = self.examples.setdefault(reason, [])
         if len(examples) < self.max_examples:
             examples.append(key)
 
+    def add(self, reason: str, key: str) -> None:
+        self.counts[reason] += 1
+        self._example(reason, key)
+
+    def add_edit(self, reason: str, key: str) -> None:
+        """A record that is kept, but not as stored (its label lost or changed characters)."""
+        self.edits[reason] += 1
+        self._example(reason, key)
+
     def update(self, other: SkipCounter) -> None:
         self.seen += other.seen
-        for reason, count in other.counts.items():
-            self.counts[reason] += count
+        for reason, count in [*other.counts.items(), *other.edits.items()]:
+            (self.counts if reason in other.counts else self.edits)[reason] += count
             room = self.max_examples - len(self.examples.setdefault(reason, []))
             self.examples[reason].extend(other.examples.get(reason, [])[: max(room, 0)])
 
     @property
     def total(self) -> int:
+        """Skipped records (edited ones are kept and not included)."""
         return sum(self.counts.values())
 
+    @property
+    def kept(self) -> int:
+        return self.seen - self.total
+
     def report(self) -> str:
-        if not self.total:
-            return "no records skipped"
-        lines = [f"skipped {self.total} records:"]
+        lines = [f"skipped {self.total} records:" if self.total else "no records skipped"]
         for reason, count in self.counts.most_common():
             lines.append(f"  {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
+        for reason, count in self.edits.most_common():
+            lines.append(f"  kept, {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
         return "\n".join(lines)
 
     def log(self, where: str = "") -> None:
-        """Log the summary once (a warning when something was skipped)."""
+        """Log the summary once (a warning when something was skipped or altered)."""
         prefix = f"{where}: " if where else ""
-        if self.total:
+        if self.total or self.edits:
             logger.warning("%s%s", prefix, self.report())
         else:
             logger.info("%sno records skipped", prefix)
@@ -163,14 +178,23 @@ def read_num_samples(txn: lmdb.Transaction, folder: str | os.PathLike) -> int:
 
 
 def lmdb_fingerprint(lmdbs: list[tuple[str, Path]], settings: dict[str, Any]) -> str:
-    """Cache key from each LMDB's data.mdb size, mtime, inode and num-samples plus the reading settings, so a
-    changed LMDB at the same path (or a different label pipeline) never reuses a stale Arrow cache."""
+    """Cache key from each LMDB's data.mdb metadata, its last transaction id and num-samples plus the reading
+    settings, so a changed LMDB at the same path (or a different label pipeline) never reuses a stale Arrow cache.
+
+    Size, mtime and inode alone miss a same-size replacement whose mtime was restored (`cp -p`, `rsync -t`,
+    `os.utime`); the inode-change time (ctime, which no user call can set back) and LMDB's `last_txnid`
+    (bumped by every committed write) change on every write.
+    """
     parts: list[Any] = [_CACHE_VERSION, settings]
     for name, folder in lmdbs:
         stat = (folder / "data.mdb").stat()
-        with open_lmdb(folder).begin() as txn:
+        env = open_lmdb(folder)
+        with env.begin() as txn:
             num_samples = read_num_samples(txn, folder)
-        parts.append([name, str(folder), stat.st_size, stat.st_mtime_ns, stat.st_ino, num_samples])
+        parts.append([
+            name, str(folder), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino,
+            env.info()["last_txnid"], num_samples,
+        ])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -211,18 +235,19 @@ class RecordFilter:
             "max_aspect_ratio": self.max_aspect_ratio,
         }
 
-    def label(self, raw: bytes, key: str, skips: SkipCounter) -> str | None:
+    def label(self, raw: bytes, key: str, skips: SkipCounter) -> tuple[str | None, bool]:
+        """(the label to train on or None when the record is skipped, whether characters were removed)."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:  # never guess a replacement label
             skips.add(LABEL_NOT_UTF8, key)
-            return None
+            return None, False
         if self.label_normalizer is None:
-            return text
+            return text, False
         result = self.label_normalizer(text)
         if result.skip_reason is not None:
             skips.add(result.skip_reason, key)
-        return result.label
+        return result.label, result.changed
 
 
 def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skips: SkipCounter) -> Iterator[dict]:
@@ -237,7 +262,7 @@ def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skip
             if raw_label is None or data is None:
                 skips.add(MISSING_KEY, key)
                 continue
-            label = record_filter.label(raw_label, key, skips)
+            label, changed = record_filter.label(raw_label, key, skips)
             if label is None:
                 continue
             reason = check_image(
@@ -246,6 +271,8 @@ def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skip
             if reason is not None:
                 skips.add(reason, key)
                 continue
+            if changed:  # kept, but not as stored: counted so a user sees how much data was altered
+                skips.add_edit(LABEL_CHANGED, key)
             yield {"image": bytes(data), "label": label, "source": name, "index": index}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from processing.charsets import CHARSET_36
 from processing.labels import LabelNormalizer
 from processing.lmdb_dataset import (
     CORRUPT_IMAGE,
@@ -96,6 +98,20 @@ def test_skips_are_counted_by_reason_never_substituted(tmp_path):
     assert relaxed["label"] == ["good", "wide", "fine"]
 
 
+def test_labels_altered_by_folding_or_the_charset_are_counted_as_label_changed(tmp_path):
+    labels = ["plain", "café", "don't", "日本", "ok"]  # 日本 folds to nothing: skipped, not "changed"
+    write_str_lmdb(tmp_path / "db", [(png(), label) for label in labels])
+    skips = SkipCounter()
+    ds = load_str_lmdb(tmp_path / "db", LabelNormalizer(charset=CHARSET_36), cache_dir=str(tmp_path / "c"), skips=skips)
+    assert ds["label"] == ["plain", "cafe", "dont", "ok"]
+    assert dict(skips.edits) == {"label_changed": 2}
+    assert skips.examples["label_changed"] == ["db:2", "db:3"]
+    assert skips.total == 1 and dict(skips.counts) == {"empty_after_normalisation": 1}  # edits are not skips
+    assert "label_changed: 2" in skips.report()
+    torch_ds = STRLmdbDataset(tmp_path / "db", LabelNormalizer(charset=CHARSET_36))
+    assert dict(torch_ds.skips.edits) == {"label_changed": 2}
+
+
 @pytest.mark.parametrize(
     "records, message",
     [
@@ -145,6 +161,24 @@ def test_changed_lmdb_at_same_path_is_not_read_from_stale_cache(tmp_path):
     assert miss.seen == 2
     # a different label pipeline is a different cache entry too
     assert load_str_lmdb(tmp_path / "db", LabelNormalizer(charset="new"), cache_dir=cache)["label"] == ["new"]
+
+
+def test_same_size_replacement_with_restored_mtime_is_not_read_from_stale_cache(tmp_path):
+    """`cp -p` / `rsync -t` style: new labels, same size, same inode, mtime set back -> fresh labels."""
+    cache = str(tmp_path / "cache")
+    write_str_lmdb(tmp_path / "db", [(png(), "old"), (png(), "data")])
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache)["label"] == ["old", "data"]
+    write_str_lmdb(tmp_path / "replacement", [(png(), "new"), (png(), "data")])
+    target = tmp_path / "db" / "data.mdb"
+    before = target.stat()
+    replacement = (tmp_path / "replacement" / "data.mdb").read_bytes()
+    assert len(replacement) == before.st_size
+    with open(target, "r+b") as handle:  # in place: the inode stays
+        handle.write(replacement)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache)["label"] == ["new", "data"]
 
 
 def test_torch_dataset_reopens_env_lazily_and_pickles(tmp_path):
