@@ -7,7 +7,8 @@ root and that name fills the `source` column.
 
 Unusable records are never replaced by another sample (the originals did that, counting one sample twice
 and losing one): they are counted by reason in a `SkipCounter` and logged once at the end. Structural
-problems (not an LMDB, no `num-samples`, empty, no LMDB under a root) are errors naming the path.
+problems (not an LMDB, no `num-samples`, empty, no LMDB under a root) are errors naming the path, and so is
+an LMDB none of whose records is usable (`NoUsableRecordsError`, with the skip reasons).
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ class SkipCounter:
             lines.append(f"  kept, {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """The reasons on one line: "label_too_long: 3 (e.g. db:1, db:4), ..."."""
+        parts = [f"{reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})"
+                 for reason, count in [*self.counts.most_common(), *self.edits.most_common()]]
+        return ", ".join(parts) or "no records skipped"
+
     def log(self, where: str = "") -> None:
         """Log the summary once (a warning when something was skipped or altered)."""
         prefix = f"{where}: " if where else ""
@@ -106,6 +113,17 @@ class SkipCounter:
             logger.warning("%s%s", prefix, self.report())
         else:
             logger.info("%sno records skipped", prefix)
+
+
+class NoUsableRecordsError(ValueError):
+    """Every record of an LMDB (or root of LMDBs) was skipped; `skips` says why."""
+
+    def __init__(self, path: str | os.PathLike, skips: SkipCounter) -> None:
+        self.path, self.skips = Path(path), skips
+        super().__init__(
+            f"{path}: none of its {skips.seen} records is usable ({skips.summary()}); fix the records or the "
+            "label settings (charset, max_label_length), or remove this LMDB from the data"
+        )
 
 
 def find_lmdbs(path_or_root: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -304,21 +322,28 @@ def load_str_lmdb(
     lmdbs = find_lmdbs(path_or_root)
     record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
     fingerprint = lmdb_fingerprint(lmdbs, record_filter.settings())
-    skips = SkipCounter() if skips is None else skips
-    seen_before = skips.seen
-    dataset = datasets.Dataset.from_generator(
-        _generate,
-        features=FEATURES,
-        cache_dir=cache_dir,
-        gen_kwargs={
-            "lmdbs": [(name, str(folder)) for name, folder in lmdbs],
-            "record_filter": record_filter,
-            "skips": skips,
-        },
-        fingerprint=fingerprint,
-    )
-    if skips.seen > seen_before:
-        skips.log(str(path_or_root))
+    local = SkipCounter()  # this call's records only, merged into `skips` at the end
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate,
+            features=FEATURES,
+            cache_dir=cache_dir,
+            gen_kwargs={
+                "lmdbs": [(name, str(folder)) for name, folder in lmdbs],
+                "record_filter": record_filter,
+                "skips": local,
+            },
+            fingerprint=fingerprint,
+        )
+    except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
+        if local.seen and local.kept == 0:
+            raise NoUsableRecordsError(path_or_root, local) from error
+        raise
+    finally:
+        if skips is not None:
+            skips.update(local)
+    if local.seen:
+        local.log(str(path_or_root))
     else:
         logger.info(
             "%s: loaded from the Arrow cache %s (skips were logged when it was built)", path_or_root, fingerprint

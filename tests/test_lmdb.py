@@ -22,6 +22,7 @@ from processing.lmdb_dataset import (
     IMAGE_TOO_SMALL,
     LABEL_NOT_UTF8,
     MISSING_KEY,
+    NoUsableRecordsError,
     SkipCounter,
     STRLmdbDataset,
     find_lmdbs,
@@ -110,6 +111,16 @@ def test_labels_altered_by_folding_or_the_charset_are_counted_as_label_changed(t
     assert "label_changed: 2" in skips.report()
     torch_ds = STRLmdbDataset(tmp_path / "db", LabelNormalizer(charset=CHARSET_36))
     assert dict(torch_ds.skips.edits) == {"label_changed": 2}
+
+
+def test_an_lmdb_without_usable_records_is_a_clear_error_with_the_reasons(tmp_path):
+    write_str_lmdb(tmp_path / "db", [(png(), "日本"), (png(), "x" * 40), (png(5, 1), "tiny")])
+    with pytest.raises(NoUsableRecordsError, match=r"db: none of its 3 records is usable") as caught:
+        load_str_lmdb(tmp_path / "db", LabelNormalizer(), cache_dir=str(tmp_path / "c"))
+    message = str(caught.value)
+    for reason in ("empty_after_normalisation: 1", "label_too_long: 1", "image_too_small: 1", "db:2"):
+        assert reason in message
+    assert caught.value.skips.kept == 0 and caught.value.skips.total == 3
 
 
 @pytest.mark.parametrize(

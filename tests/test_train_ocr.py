@@ -122,6 +122,29 @@ def test_benchmarks_are_found_in_parseq_order(tmp_path):
         discover_benchmarks(tmp_path / "nope")
 
 
+def test_a_benchmark_without_usable_records_is_a_zero_row_and_the_others_are_scored(tmp_path):
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+    from processing.lmdb_writer import write_str_lmdb
+    from processing.processing_dig import DiGProcessor
+    from training.evaluation import evaluate_benchmarks
+    from PIL import Image
+
+    image = Image.new("RGB", (32, 16), (200, 200, 200))
+    write_str_lmdb(tmp_path / "test" / "IIIT5k", [(image, "abc"), (image, "de")])
+    write_str_lmdb(tmp_path / "test" / "SVT", [(image, "日本"), (image, "x" * 40)])  # nothing survives the labels
+    torch.manual_seed(0)
+    model = DiGForTextRecognition(DiGConfig.from_preset("tiny-test"))
+    results = evaluate_benchmarks(model, DiGProcessor(), discover_benchmarks(tmp_path / "test"), disable_tqdm=True)
+    assert list(results) == ["IIIT5k", "SVT"]
+    assert results["IIIT5k"].num_samples == 2
+    assert results["SVT"].num_samples == 0 and results["SVT"].skipped == 2
+    data = results_to_json(results)
+    assert data["benchmarks"]["SVT"]["accuracy"] is None  # valid JSON, no NaN
+    assert data["average"]["num_samples"] == 2 and data["average"]["accuracy"] == results["IIIT5k"].accuracy
+    json.loads(json.dumps(data, allow_nan=False))
+    assert "0 usable samples" in format_table(results) and "SVT" in format_table(results)
+
+
 def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_path, capsys):
     from training.data import load_lmdb_split
     from training.models import load_saved
