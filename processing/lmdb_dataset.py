@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from .labels import LABEL_CHANGED, LabelNormalizer
+from .lmdb_writer import is_unfinished_write
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +127,36 @@ class NoUsableRecordsError(ValueError):
         )
 
 
+def lmdb_folders(root: str | os.PathLike) -> list[Path]:
+    """Every folder holding a data.mdb under `root` (sorted), never entering dot-folders: that is where
+    processing.lmdb_writer keeps unfinished writes (and where .cache, .git and the like live)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        for name in subfolders:
+            if is_unfinished_write(name):
+                logger.info("skipping %s: an unfinished LMDB write (the next write of it removes it)",
+                            Path(folder) / name)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if "data.mdb" in files:
+            found.append(Path(folder))
+    return sorted(found)
+
+
 def find_lmdbs(path_or_root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """`(name, folder)` of every LMDB at or under `path_or_root`, sorted by name."""
+    """`(name, folder)` of every LMDB at or under `path_or_root`, sorted by name (dot-folders are skipped)."""
     root = Path(path_or_root).absolute()
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; pass an LMDB folder or a root containing **/data.mdb")
+    if is_unfinished_write(root):
+        raise ValueError(
+            f"{root} is the temporary folder of an unfinished (or interrupted) LMDB write, not data; "
+            "write the LMDB again (the next write removes this folder)"
+        )
     if (root / "data.mdb").is_file():
         return [(root.name, root)]
     if root.is_file():
         raise ValueError(f"{root} is a file; pass the folder that contains data.mdb (an LMDB is a folder)")
-    found = sorted((str(mdb.parent.relative_to(root)), mdb.parent) for mdb in root.glob("**/data.mdb"))
+    found = sorted((str(folder.relative_to(root)), folder) for folder in lmdb_folders(root))
     if not found:
         raise FileNotFoundError(
             f"no data.mdb found under {root}; pass an LMDB folder or a root of LMDBs "

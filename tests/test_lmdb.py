@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import datasets
@@ -267,3 +270,99 @@ def test_write_from_dataset_keeps_encoded_bytes(tmp_path):
         assert [txn.get(f"image-{i:09d}".encode()) for i in (1, 2)] == images
     with pytest.raises(KeyError, match="'label'"):
         write_lmdb_from_dataset(ds, tmp_path / "db2", image_column="img")
+
+
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from PIL import Image
+from processing import lmdb_writer
+
+def png(value=0):
+    return Image.new("RGB", (24, 8), (value, value, value))
+
+target, ready, moment = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+
+def hang(*args):
+    ready.write_text("now")
+    time.sleep(600)
+
+def samples():
+    for index in range(6):
+        yield png(value=index), f"half{index}"
+    hang()
+
+lmdb_writer._COMMIT_EVERY = 2  # some records reach the temporary database before the kill
+if moment == "before-rename":  # num-samples written and synced: the temporary LMDB looks complete
+    lmdb_writer.os.replace = hang
+    lmdb_writer.write_str_lmdb(target, [(png(), "complete-looking")], overwrite=True)
+else:
+    lmdb_writer.write_str_lmdb(target, samples(), overwrite=True)
+"""
+
+
+def _killed_write(target: Path, moment: str, tmp_path: Path) -> None:
+    """Run a writer of `target` in a subprocess and SIGKILL it at `moment` ("mid-write" or "before-rename")."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp_path / f"ready-{target.name}-{moment}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(Path(__file__).resolve().parents[1]), str(target), str(ready), moment]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None, "the writer exited before the kill"
+            assert time.monotonic() < deadline, "the writer never got to the kill point"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def test_a_killed_write_is_never_read_and_is_cleaned_by_the_next_write(tmp_path, monkeypatch):
+    from processing import synthetic
+    from training.evaluation import discover_benchmarks
+    from training.recipes import load_recipe
+    from training.synthetic_data import ensure_synthetic_data
+
+    test_root = tmp_path / "data" / "test"
+    write_str_lmdb(test_root / "IIIT5k", [(png(), "kept")])
+    _killed_write(test_root / "IIIT5k", "mid-write", tmp_path)  # an overwrite killed halfway
+    _killed_write(test_root / "SVT", "before-rename", tmp_path)  # a new LMDB killed just before its rename
+    leftovers = sorted(p.name for p in test_root.iterdir() if p.name.startswith("."))
+    assert [name.split(".tmp-")[0] for name in leftovers] == [".IIIT5k", ".SVT"], leftovers
+    with lmdb.open(str(test_root / leftovers[1]), readonly=True, lock=False) as env, env.begin() as txn:
+        assert txn.get(b"num-samples") == b"1"  # the leftover really looks like a complete LMDB
+
+    # 1. the LMDB readers
+    assert [name for name, _ in find_lmdbs(test_root)] == ["IIIT5k"]
+    assert load_str_lmdb(test_root, cache_dir=str(tmp_path / "cache"))["label"] == ["kept"]
+    with pytest.raises(ValueError, match="unfinished"):
+        find_lmdbs(test_root / leftovers[1])
+    # 2. benchmark discovery
+    assert list(discover_benchmarks(test_root)) == ["IIIT5k"]
+    # 3. the quickstart's "already rendered" check: a split holding only a killed write is not rendered
+    synth_root = tmp_path / "synth"
+    for split in ("train", "val"):
+        write_str_lmdb(synth_root / split / "synth", [(png(), "w")])
+    (synth_root / "test").mkdir()
+    shutil.copytree(test_root / leftovers[1], synth_root / "test" / leftovers[1].replace(".SVT.", ".synth.", 1))
+    renders = []
+    monkeypatch.setattr(synthetic, "build_synthetic_benchmark", lambda root, **kwargs: renders.append(root))
+    recipe = load_recipe(None, [f"data.synthetic.output_root={synth_root}"])
+    wanted = {k: v for k, v in dataclasses.asdict(recipe.data.synthetic).items()
+              if k not in ("output_root", "overwrite", "num_workers")}
+    (synth_root / "synthetic.json").write_text(json.dumps(wanted))  # as if these settings had been rendered
+    ensure_synthetic_data(recipe)
+    assert len(renders) == 1  # re-rendered, not reused
+
+    # the next write of each target removes what the killed one left
+    write_str_lmdb(test_root / "SVT", [(png(), "svt")])
+    write_str_lmdb(test_root / "IIIT5k", [(png(), "again")], overwrite=True)
+    assert sorted(p.name for p in test_root.iterdir()) == ["IIIT5k", "SVT"]
+    assert list(discover_benchmarks(test_root)) == ["IIIT5k", "SVT"]

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from processing.lmdb_dataset import lmdb_folders
+from processing.lmdb_writer import is_unfinished_write
 from processing.str_metrics import compute_scene_text_metrics, format_results_table, weighted_average
 
 logger = logging.getLogger(__name__)
@@ -64,9 +66,12 @@ def discover_benchmarks(root: str | Path) -> dict[str, Path]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"benchmark path {root} does not exist (expected a PARSeq-style test/ root or an LMDB)")
+    if is_unfinished_write(root):
+        raise ValueError(f"{root} is the temporary folder of an unfinished LMDB write, not a benchmark; write it again")
     if (root / "data.mdb").is_file():
         return {root.name: root}
-    found = {str(p.parent.relative_to(root)): p.parent for p in sorted(root.rglob("data.mdb"))}
+    # dot-folders (unfinished LMDB writes among them) are never benchmarks
+    found = {str(folder.relative_to(root)): folder for folder in lmdb_folders(root)}
     if not found:
         raise FileNotFoundError(f"no data.mdb under {root}: expected <root>/<benchmark>/data.mdb (PARSeq's test/ layout)")
     known = [name for name in BENCHMARK_ORDER if name in found]
