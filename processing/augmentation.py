@@ -24,6 +24,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import functional as F
 
+from .image_processing_scene_text import to_rgb_pil
+
 Rng = random.Random | int | None
 
 
@@ -130,7 +132,7 @@ class DiGTrainAugment(_SeededAugment):
 
     def __call__(self, image: Image.Image) -> Image.Image:
         self._check_process()
-        image = image.convert("RGB")
+        image = to_rgb_pil(image)
         if self.rng.random() < self.geometry_p:
             image = self.rng.choice([self.rotate, self.affine, self.perspective])(image)
         if self.rng.random() < self.deterioration_p:
@@ -255,7 +257,7 @@ class PARSeqRandAugment(_SeededAugment):
 
     def __call__(self, image: Image.Image) -> Image.Image:
         self._check_process()
-        image = image.convert("RGB")
+        image = to_rgb_pil(image)
         for name in self.rng.sample(self.OPS, self.num_ops):  # without replacement, as PARSeq's weights force
             if self.rng.random() < self.p:
                 image = self.apply(name, image)

@@ -29,6 +29,7 @@ import lmdb
 import torch
 from PIL import Image
 
+from .image_processing_scene_text import load_rgb_image
 from .labels import LABEL_CHANGED, LabelNormalizer
 from .lmdb_writer import is_unfinished_write
 
@@ -399,7 +400,7 @@ class STRLmdbDataset(torch.utils.data.Dataset):
 
     Labels are filtered once at construction (image headers too, with `image_check="header"`); the
     environments are opened lazily in each process, so DataLoader workers each get their own handle.
-    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}`.
+    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}` (RGB by `load_rgb_image`).
     """
 
     def __init__(
@@ -444,7 +445,7 @@ class STRLmdbDataset(torch.utils.data.Dataset):
         with self._env(lmdb_id).begin() as txn:
             data = txn.get(f"image-{index:09d}".encode())
         try:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = load_rgb_image(data)  # the image processor's conversion: 16-bit images scaled, not clipped
         except IMAGE_DECODE_ERRORS as error:
             raise ValueError(
                 f"{folder}: image-{index:09d} does not decode ({error}); build the dataset with "

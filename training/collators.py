@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from processing.image_processing_scene_text import to_rgb_pil
+
 
 @dataclass
 class SceneTextCollator:
@@ -43,7 +45,7 @@ def augment_transform(augment: Callable[[Any], Any], image_column: str = "image"
     """
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        batch[image_column] = [augment(image.convert("RGB")) for image in batch[image_column]]
+        batch[image_column] = [augment(to_rgb_pil(image)) for image in batch[image_column]]
         return batch
 
     return transform
