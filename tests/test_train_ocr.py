@@ -215,6 +215,35 @@ def test_resume_rejects_a_missing_checkpoint(tmp_path):
         resolve_resume(str(tmp_path / "checkpoint-9"), tmp_path)
 
 
+def _fake_checkpoint(folder: Path, step: int) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (folder / name).write_bytes(b"x")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def test_resume_auto_skips_checkpoints_left_incomplete_by_a_killed_save(tmp_path, caplog):
+    from training.finetune import resolve_resume
+
+    _fake_checkpoint(tmp_path / "checkpoint-2", 2)
+    (_fake_checkpoint(tmp_path / "checkpoint-4", 4) / "trainer_state.json").write_text("")  # killed while writing it
+    (_fake_checkpoint(tmp_path / "checkpoint-6", 6) / "trainer_state.json").unlink()  # killed before it
+    (_fake_checkpoint(tmp_path / "checkpoint-8", 8) / "trainer_state.json").write_text('{"global_st')  # cut short
+    (_fake_checkpoint(tmp_path / "checkpoint-10", 10) / "model.safetensors").unlink()
+    with caplog.at_level("INFO", logger="training.checkpoints"):
+        assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-2")
+    log = caplog.text
+    for step, reason in ((10, "model.safetensors or"), (8, "trainer_state.json does not parse"), (6, "trainer_state.json missing"),
+                         (4, "trainer_state.json is empty")):
+        assert f"checkpoint-{step}: incomplete ({reason}" in log, step
+    assert "resuming from " + str(tmp_path / "checkpoint-2") in log
+    with pytest.raises(ValueError, match="checkpoint-4: incomplete checkpoint"):
+        resolve_resume(str(tmp_path / "checkpoint-4"), tmp_path)
+    (tmp_path / "checkpoint-2" / "optimizer.pt").unlink()
+    assert resolve_resume("auto", tmp_path) is None  # nothing complete: train from the start
+
+
 def test_cli_reports_recipe_errors(capsys):
     assert train_ocr.main(["finetune", "optim.learning_rate=1"]) == 2
     assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err

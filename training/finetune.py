@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
+from transformers.trainer_utils import EvalPrediction
 
+from .checkpoints import checkpoint_problem, newest_complete_checkpoint
 from .collators import SceneTextCollator, augment_transform
 from .data import load_lmdb_split
 from .evaluation import score_predictions
@@ -153,14 +154,28 @@ def training_arguments(recipe: Recipe, has_validation: bool) -> Seq2SeqTrainingA
     )
 
 
+# What Trainer.train(resume_from_checkpoint=...) reads; trainer_state.json is written last by a save.
+TRAINER_CHECKPOINT_FILES = (
+    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+)
+
+
 def resolve_resume(resume: str | None, output_dir: str | Path) -> str | None:
-    """'auto' -> the newest checkpoint-* in output_dir (None if there is none); a path -> that checkpoint."""
+    """'auto' -> the newest COMPLETE checkpoint-* in output_dir (None if there is none; newer folders left by a
+    save that was killed are skipped, with a logged reason); a path -> that checkpoint, which must be complete."""
     if resume in (None, "", "none", "no", False):
         return None
     if resume == "auto":
-        return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        checkpoint = newest_complete_checkpoint(output_dir, TRAINER_CHECKPOINT_FILES)
+        return None if checkpoint is None else str(checkpoint)
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"train.resume={resume}: no such checkpoint folder (use 'auto' or a checkpoint-N path)")
+    problem = checkpoint_problem(resume, TRAINER_CHECKPOINT_FILES)
+    if problem is not None:
+        raise ValueError(f"train.resume={resume}: incomplete checkpoint ({problem}); pick an earlier one or 'auto'")
     return str(resume)
 
 
@@ -212,6 +227,8 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     checkpoint = resolve_resume(recipe.train.resume, output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
+    elif recipe.train.resume == "auto":
+        logger.info("no complete checkpoint in %s: training from the start", output_dir)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics = trainer.evaluate() if val_set is not None else {}
     trainer.save_model(str(output_dir))
