@@ -391,3 +391,31 @@ def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
     assert lrs and all(lr == pytest.approx(1e-4 * 8 / 256) for lr in lrs)  # base_lr x total batch 8 / 256
     assert any("eval_accuracy" in e for e in state["log_history"])
     assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["output_dir"] == str(out)
+
+
+def test_augmented_runs_are_reproducible_and_resume_exactly_past_a_broken_checkpoint(synth, tmp_path):
+    """train.seed fixes the augmentation: two runs with the same seed give the same losses, and a run stopped
+    after step 3 (its newer checkpoint left broken by a killed save) resumes with the uninterrupted run's losses,
+    across an epoch boundary (8 samples, batch 4: 2 steps per epoch)."""
+    import shutil
+
+    common = [*TINY_DIG, f"data.train=[{synth / 'train'}]", "data.max_train_samples=8", "data.augment=dig",
+              "train.max_steps=5", "train.save_steps=3", "train.eval_steps=0", "train.seed=11"]
+    reference = _losses(run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'a'}"])).log_history)
+    assert sorted(reference) == [1, 2, 3, 4, 5]
+
+    out = tmp_path / "b"
+    interrupted = run_finetune(load_recipe(None, [*common, f"train.output_dir={out}"]), callbacks=[_StopAt(3)])
+    first = _losses(interrupted.log_history)
+    for step in (1, 2, 3):  # a second run with the same seed
+        assert first[step] == pytest.approx(reference[step], rel=1e-5), step
+    shutil.copytree(out / "checkpoint-3", out / "checkpoint-4")
+    (out / "checkpoint-4" / "trainer_state.json").write_text("")  # a save killed while writing its state
+
+    # resumed with two DataLoader workers: they augment exactly as the main process did
+    resumed = run_finetune(load_recipe(None, [*common, f"train.output_dir={out}", "train.resume=auto",
+                                              "train.dataloader_num_workers=2"]))
+    assert resumed.global_step == 5
+    got = _losses(resumed.log_history)
+    for step in (4, 5):  # step 4 ends epoch 1 (resumed mid-epoch), step 5 starts epoch 2
+        assert got[step] == pytest.approx(reference[step], rel=1e-5), step

@@ -20,7 +20,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_utils import EvalPrediction
 
 from .checkpoints import checkpoint_problem, newest_complete_checkpoint
-from .collators import SceneTextCollator, augment_transform
+from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
 from .models import build_model
@@ -208,9 +208,11 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
             val_set, _ = load_lmdb_split(recipe.data.val, max_len, recipe.data.max_val_samples)
     logger.info("training on %d samples (%d skipped), validating on %s", len(train_set), train_skipped,
                 len(val_set) if val_set is not None else "nothing")
-    augment = build_augmentation(recipe.data.augment)
-    if augment is not None:
-        train_set = train_set.with_transform(augment_transform(augment))
+    augment = build_augmentation(recipe.data.augment, seed=recipe.train.seed)
+    callbacks = list(callbacks or [])
+    if augment is not None:  # each image's augmentation is a function of (train.seed, epoch, sample index)
+        train_set = SeededAugmentedDataset(train_set, augment, seed=recipe.train.seed)
+        callbacks.append(AugmentationEpochCallback(train_set))
 
     trainer = SceneTextTrainer(
         model=model,
@@ -244,16 +246,17 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     )
 
 
-def build_augmentation(name: str) -> Any:
-    """The recipe's training augmentation (PIL -> PIL), or None."""
+def build_augmentation(name: str, seed: int | None = None) -> Any:
+    """The recipe's training augmentation (PIL -> PIL), or None. `seed` seeds its own generator (fine-tuning
+    passes a generator per image instead, see SeededAugmentedDataset)."""
     if name in (None, "none"):
         return None
     if name == "dig":
         from processing.augmentation import DiGTrainAugment
 
-        return DiGTrainAugment()
+        return DiGTrainAugment(seed)
     if name == "parseq":
         from processing.augmentation import PARSeqRandAugment
 
-        return PARSeqRandAugment()
+        return PARSeqRandAugment(seed)
     raise ValueError(f"data.augment must be 'dig', 'parseq' or 'none', got {name!r}")
