@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import urllib.request
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -70,9 +71,8 @@ def open_image_source(source: str | os.PathLike | bytes | bytearray | memoryview
         return PIL.Image.open(io.BytesIO(bytes(source)))
     source = os.fspath(source)
     if source.startswith(("http://", "https://")):
-        import httpx  # a transformers dependency; only needed for URLs
-
-        return PIL.Image.open(io.BytesIO(httpx.get(source, timeout=timeout, follow_redirects=True).content))
+        with urllib.request.urlopen(source, timeout=timeout) as response:  # follows redirects
+            return PIL.Image.open(io.BytesIO(response.read()))
     if os.path.isfile(source):
         return PIL.Image.open(source)
     try:

@@ -24,6 +24,7 @@ import io
 import logging as _std_logging
 import os
 import shutil
+import urllib.request
 from typing import Any
 
 import torch
@@ -168,10 +169,10 @@ class SceneTextRecognitionSteps:
         # mode the way training and evaluation do. transformers' load_image would convert("RGB") first, clipping
         # 16-bit images to white. Only URLs are fetched here, to honour `timeout`.
         if isinstance(image, str) and image.startswith(("http://", "https://")):
-            import httpx
             from PIL import Image
 
-            image = Image.open(io.BytesIO(httpx.get(image, timeout=timeout, follow_redirects=True).content))
+            with urllib.request.urlopen(image, timeout=timeout) as response:  # follows redirects
+                image = Image.open(io.BytesIO(response.read()))
         inputs = self.processor(images=image, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 

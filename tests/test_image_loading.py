@@ -102,3 +102,30 @@ def test_every_path_sees_the_same_pixels_for_every_mode(images, tmp_path):
         item = pretrain_files[by_name[file.stem]]
         check("pre-training files", mode, processor(images=item["image"])["pixel_values"])
         check("RandAugment", mode, processor(images=never(images[mode]))["pixel_values"])
+
+
+def test_urls_and_base64_are_loaded_without_clipping(images, tmp_path):
+    import base64
+    import functools
+    import http.server
+    import threading
+
+    processor = DiGProcessor()
+    expected = processor(images=images["I;16"])["pixel_values"]
+    (tmp_path / "word.tiff").write_bytes(_tiff(images["I;16"]))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/word.tiff"
+        pipeline = SimpleNamespace(processor=processor, dtype=torch.float32)
+        assert torch.equal(SceneTextRecognitionPipeline._scene_text_preprocess(pipeline, url, timeout=10)[
+            "pixel_values"], expected)
+        assert torch.equal(processor(images=url)["pixel_values"], expected)
+    finally:
+        server.shutdown()
+        server.server_close()
+    encoded = base64.b64encode(_tiff(images["I;16"])).decode()
+    assert torch.equal(processor(images=f"data:image/tiff;base64,{encoded}")["pixel_values"], expected)
