@@ -366,3 +366,13 @@ def test_a_killed_write_is_never_read_and_is_cleaned_by_the_next_write(tmp_path,
     write_str_lmdb(test_root / "IIIT5k", [(png(), "again")], overwrite=True)
     assert sorted(p.name for p in test_root.iterdir()) == ["IIIT5k", "SVT"]
     assert list(discover_benchmarks(test_root)) == ["IIIT5k", "SVT"]
+
+
+def test_the_next_write_leaves_a_live_writers_temporary_folder_alone(tmp_path):
+    live = tmp_path / f".db.tmp-{os.getpid()}-0123abcd"  # a write of db running now (this very process)
+    old_format = tmp_path / ".db.tmp-89abcdef"  # left by a writer that did not record its pid
+    other_target = tmp_path / ".dbx.tmp-1-0123abcd"
+    for folder in (live, old_format, other_target):
+        folder.mkdir()
+    write_str_lmdb(tmp_path / "db", [(png(), "w")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["db", live.name, other_target.name])

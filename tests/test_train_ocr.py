@@ -123,11 +123,12 @@ def test_benchmarks_are_found_in_parseq_order(tmp_path):
 
 
 def test_a_benchmark_without_usable_records_is_a_zero_row_and_the_others_are_scored(tmp_path):
+    from PIL import Image
+
     from modeling_dig import DiGConfig, DiGForTextRecognition
     from processing.lmdb_writer import write_str_lmdb
     from processing.processing_dig import DiGProcessor
     from training.evaluation import evaluate_benchmarks
-    from PIL import Image
 
     image = Image.new("RGB", (32, 16), (200, 200, 200))
     write_str_lmdb(tmp_path / "test" / "IIIT5k", [(image, "abc"), (image, "de")])

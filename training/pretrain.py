@@ -10,7 +10,6 @@ same data order.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
