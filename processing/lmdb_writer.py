@@ -2,7 +2,8 @@
 
 Writes are atomic: records go into a temporary dot-folder next to the target (`.<name>.tmp-<pid>-<hex>`),
 `num-samples` is written last and the folder is renamed into place only when everything succeeded, so an
-interrupted write never leaves something that looks like a complete LMDB under its final name. A write killed
+interrupted write never leaves something that looks like a complete LMDB under its final name. An overwrite
+swaps the two folders in one step where Linux allows it, so the target name holds a complete LMDB throughout. A write killed
 outright (kill -9, power loss) leaves its temporary folder behind: every reader's discovery skips dot-folders
 (`processing.lmdb_dataset.lmdb_folders`), and the next write to the same target removes such leftovers of dead
 writers. Every image is decoded before it is written, and a bad one stops the write with an error naming it.
@@ -10,6 +11,7 @@ writers. Every image is decoded before it is written, and a bad one stops the wr
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import io
 import logging
@@ -70,6 +72,17 @@ def _work_folder(target: Path, kind: str) -> Path:
 def is_unfinished_write(folder: str | os.PathLike) -> bool:
     """True for the temporary (or to-be-deleted) folder of a write, finished or not: never data to read."""
     return _WORK_FOLDER.match(Path(folder).name) is not None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths' names atomically (Linux `renameat2(RENAME_EXCHANGE)`); False where that is unavailable
+    (another OS, an old libc or a file system without it), and the caller falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -147,13 +160,15 @@ def _write(output_dir: str | os.PathLike, records: Iterable[tuple[Any, str, str]
         flush()
         env.sync()
         env.close()
-        if target.exists():
+        if not target.exists():
+            os.replace(temp, target)
+        elif _exchange(temp, target):  # one step: the target name always holds a complete LMDB
+            shutil.rmtree(temp)  # now the previous version
+        else:  # no atomic exchange here: a kill between the two renames leaves the old version in `trash`
             trash = _work_folder(target, "old")
             os.replace(target, trash)
             os.replace(temp, target)
             shutil.rmtree(trash)
-        else:
-            os.replace(temp, target)
     except BaseException:
         env.close()
         shutil.rmtree(temp, ignore_errors=True)

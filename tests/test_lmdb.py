@@ -376,3 +376,27 @@ def test_the_next_write_leaves_a_live_writers_temporary_folder_alone(tmp_path):
         folder.mkdir()
     write_str_lmdb(tmp_path / "db", [(png(), "w")])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["db", live.name, other_target.name])
+
+
+def test_an_overwrite_keeps_a_complete_lmdb_under_the_target_name_at_every_step(tmp_path, monkeypatch):
+    import sys
+
+    from processing import lmdb_writer
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the one-step swap (renameat2) is Linux only")
+    target = tmp_path / "db"
+    write_str_lmdb(target, [(png(), "old")])
+    states = []
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def seen(step):
+        states.append((step, (target / "data.mdb").is_file()))
+
+    monkeypatch.setattr(lmdb_writer.os, "replace", lambda *a: (seen("replace"), real_replace(*a))[1])
+    monkeypatch.setattr(lmdb_writer.shutil, "rmtree", lambda *a, **k: (seen("rmtree"), real_rmtree(*a, **k))[1])
+    write_str_lmdb(target, [(png(), "new")], overwrite=True)
+    assert states and all(present for _, present in states), states  # a kill at any step finds a complete LMDB
+    monkeypatch.undo()
+    assert load_str_lmdb(target, cache_dir=str(tmp_path / "cache"))["label"] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "db"]
