@@ -7,9 +7,11 @@
   "increasing" set minus Sharpness plus Gaussian blur and Poisson noise, each applied with p=0.5 at
   magnitude 5 of 10; rotation expands the canvas so no character is cut off.
 
-Both draw every random number from their own `random.Random` (pass a seed or an instance), so runs are
-reproducible. Inside a DataLoader worker the generator is re-seeded from the worker's torch seed (which
-torch derives from the main process's seed), so forked workers do not repeat each other's augmentations.
+Both draw every random number from one `random.Random`. Training passes a generator per call,
+`augment(image, rng=sample_rng(seed, epoch, index))`: each image's augmentation is then a function of the run's
+seed, the epoch and the sample index only, the same in any worker, on any rank and after a resume (nothing to
+checkpoint). Called without `rng`, they use their own generator (pass a seed or an instance); inside a DataLoader
+worker it is re-seeded from the worker's torch seed, so forked workers do not repeat each other's augmentations.
 Written on PIL and numpy (timm and OpenCV are not dependencies); parameters follow the originals.
 """
 
@@ -24,11 +26,20 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torch.utils.data import get_worker_info
 from torchvision.transforms.v2 import functional as F
 
+from .image_processing_scene_text import to_rgb_pil
+
 Rng = random.Random | int | None
 
 
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The generator of one sample's augmentation in one epoch: a pure function of (seed, epoch, index)
+    (`random.Random` seeds from a string through SHA-512, so it is the same in every process)."""
+    return random.Random(f"augment/{seed}/{epoch}/{index}")
+
+
 class _SeededAugment:
-    """Owns the random generator: the given one in the creating process, a re-seeded one in each worker."""
+    """Owns the random generator: the given one in the creating process, a re-seeded one in each worker, or the
+    one passed to a call (`augment(image, rng=...)`), which is used for that image only."""
 
     def __init__(self, rng: Rng) -> None:
         if rng is None:
@@ -43,6 +54,19 @@ class _SeededAugment:
             self._pid = os.getpid()
             worker = get_worker_info()
             self.rng = random.Random(f"{self._base_seed}-{worker.seed if worker is not None else self._pid}")
+
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        if rng is None:
+            self._check_process()
+            return self._augment(to_rgb_pil(image))
+        own, self.rng = self.rng, rng
+        try:
+            return self._augment(to_rgb_pil(image))
+        finally:
+            self.rng = own
+
+    def _augment(self, image: Image.Image) -> Image.Image:
+        raise NotImplementedError
 
 
 def _border_color(image: Image.Image) -> tuple[int, ...]:
@@ -128,9 +152,7 @@ class DiGTrainAugment(_SeededAugment):
         self.noise_variance, self.blur_size, self.rescale_factor = noise_variance, blur_size, rescale_factor
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        self._check_process()
-        image = image.convert("RGB")
+    def _augment(self, image: Image.Image) -> Image.Image:
         if self.rng.random() < self.geometry_p:
             image = self.rng.choice([self.rotate, self.affine, self.perspective])(image)
         if self.rng.random() < self.deterioration_p:
@@ -253,9 +275,7 @@ class PARSeqRandAugment(_SeededAugment):
         self.rotate_deg, self.shear_x_pct, self.shear_y_pct = rotate_deg, shear_x_pct, shear_y_pct
         self.translate_x_pct, self.translate_y_pct = translate_x_pct, translate_y_pct
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        self._check_process()
-        image = image.convert("RGB")
+    def _augment(self, image: Image.Image) -> Image.Image:
         for name in self.rng.sample(self.OPS, self.num_ops):  # without replacement, as PARSeq's weights force
             if self.rng.random() < self.p:
                 image = self.apply(name, image)

@@ -7,7 +7,10 @@ so a converted checkpoint sees the same pixels it was trained and evaluated on.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import urllib.request
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -15,7 +18,7 @@ import numpy as np
 import PIL.Image
 import torch
 from transformers.image_processing_backends import PilBackend
-from transformers.image_utils import ChannelDimension, PILImageResampling, load_image
+from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
 _CHANNEL_COUNTS = (1, 2, 3, 4)
@@ -60,6 +63,36 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {array.dtype}; pass uint8, uint16, bool or float in [0, 1]")
 
 
+def open_image_source(source: str | os.PathLike | bytes | bytearray | memoryview, timeout: float | None = None):
+    """The PIL image, in its stored mode (nothing converted yet), of a local path, an http(s) URL, base64 text
+    (optionally a `data:image/...` URI) or encoded bytes. transformers' `load_image` would convert to RGB here,
+    which clips 16-bit images to white; `to_rgb_pil` does the conversion instead."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return PIL.Image.open(io.BytesIO(bytes(source)))
+    source = os.fspath(source)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=timeout) as response:  # follows redirects
+            return PIL.Image.open(io.BytesIO(response.read()))
+    if os.path.isfile(source):
+        return PIL.Image.open(source)
+    try:
+        encoded = source.split(",", 1)[1] if source.startswith("data:image/") else source
+        return PIL.Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+    except (ValueError, OSError) as error:
+        raise ValueError(
+            f"Incorrect image source: {source[:200]!r} is neither an image file, an http(s) URL nor base64 image data"
+        ) from error
+
+
+def load_rgb_image(source: Any, timeout: float | None = None) -> PIL.Image.Image:
+    """THE image loader of every path (image processor, pipeline, LMDB readers, training, `train_ocr read`): any
+    source `open_image_source` takes, or a PIL image / array / tensor, as 8-bit RGB by `to_rgb_pil`'s rules."""
+    if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        with open_image_source(source, timeout=timeout) as image:
+            return to_rgb_pil(image)
+    return to_rgb_pil(source)
+
+
 def to_rgb_pil(image: Any, input_data_format: str | ChannelDimension | None = None) -> PIL.Image.Image:
     """Converts one image (PIL of any mode, numpy HxW / HxWxC / CxHxW, torch CxHxW / HxW, a path or URL) to an 8-bit
     RGB PIL image.
@@ -67,8 +100,8 @@ def to_rgb_pil(image: Any, input_data_format: str | ChannelDimension | None = No
     PIL images follow `Image.convert("RGB")` as the originals' data loaders did (alpha is dropped, palettes and
     CMYK are resolved by PIL), except 16/32-bit modes, which are scaled to 8 bits rather than clipped.
     """
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(os.fspath(image))  # a local path or URL, as the pipelines accept
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return load_rgb_image(image)  # a local path, URL or encoded bytes, as the pipelines accept
     if isinstance(image, PIL.Image.Image):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"image is empty ({image.width}x{image.height} pixels); drop it or fix its source")
@@ -210,4 +243,4 @@ class SceneTextImageProcessor(PilBackend):
         return output
 
 
-__all__ = ["SceneTextImageProcessor", "to_rgb_pil"]
+__all__ = ["SceneTextImageProcessor", "load_rgb_image", "open_image_source", "to_rgb_pil"]

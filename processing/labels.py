@@ -3,7 +3,9 @@
 A raw LMDB label goes through: whitespace removal -> NFKD to ASCII (non-ASCII dropped) -> a length check
 (on the label *before* charset filtering, as PARSeq does: the original label might be too long) -> the
 charset adapter -> an empty check. Every step can be switched off. Instead of silently dropping a
-record, the normalizer says why it would be dropped so the caller can count it.
+record, the normalizer says why it would be dropped so the caller can count it, and a kept label whose
+characters were removed or replaced (NFKD folding, the charset adapter) is flagged `changed` so the caller can
+count how much of the data was altered.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from .charsets import CHARSET_94, CharsetAdapter
 LABEL_TOO_LONG = "label_too_long"
 EMPTY_LABEL = "empty_after_normalisation"
 UNSUPPORTED_CHARACTERS = "unsupported_characters"
+# Not a skip: the record is kept with an altered label (characters folded or removed).
+LABEL_CHANGED = "label_changed"
 
 
 class NormalizedLabel(NamedTuple):
-    """The outcome for one label: `label` is set when the record is kept, `skip_reason` when it is not."""
+    """The outcome for one label: `label` is set when the record is kept, `skip_reason` when it is not.
+    `changed`: NFKD folding or the charset adapter removed or replaced characters of a kept label (whitespace
+    removal and the adapter's case folding are not counted: they are the protocol, not a loss)."""
 
     label: str | None
     skip_reason: str | None = None
+    changed: bool = False
 
 
 class LabelNormalizer:
@@ -80,8 +87,11 @@ class LabelNormalizer:
     def __call__(self, label: str) -> NormalizedLabel:
         if self.remove_whitespace:
             label = "".join(label.split())
+        changed = False
         if self.normalize_unicode:
-            label = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+            folded = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
+            changed = folded != label
+            label = folded
         if self.max_label_length is not None and len(label) > self.max_label_length:
             return NormalizedLabel(None, LABEL_TOO_LONG)
         if self.adapter is not None:
@@ -89,7 +99,8 @@ class LabelNormalizer:
             # The adapter only deletes characters (after a case change), so a length change means deletions.
             if self.unsupported == "skip" and len(adapted) != len(label):
                 return NormalizedLabel(None, UNSUPPORTED_CHARACTERS)
+            changed = changed or len(adapted) != len(label)
             label = adapted
         if self.drop_empty and not label:
             return NormalizedLabel(None, EMPTY_LABEL)
-        return NormalizedLabel(label)
+        return NormalizedLabel(label, changed=changed)

@@ -7,7 +7,8 @@ root and that name fills the `source` column.
 
 Unusable records are never replaced by another sample (the originals did that, counting one sample twice
 and losing one): they are counted by reason in a `SkipCounter` and logged once at the end. Structural
-problems (not an LMDB, no `num-samples`, empty, no LMDB under a root) are errors naming the path.
+problems (not an LMDB, no `num-samples`, empty, no LMDB under a root) are errors naming the path, and so is
+an LMDB none of whose records is usable (`NoUsableRecordsError`, with the skip reasons).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import lmdb
 import torch
 from PIL import Image
 
-from .labels import LabelNormalizer
+from .image_processing_scene_text import load_rgb_image
+from .labels import LABEL_CHANGED, LabelNormalizer
+from .lmdb_writer import is_unfinished_write
 
 logger = logging.getLogger(__name__)
 
@@ -47,62 +50,114 @@ ImageCheck = Literal["none", "header", "full"]
 IMAGE_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 # Bump when the record filtering changes so old Arrow caches are not reused.
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 @dataclass
 class SkipCounter:
-    """Counts skipped records by reason and keeps a few example keys per reason for the log."""
+    """Counts skipped records by reason, and kept records whose label was altered (`edits`, e.g.
+    "label_changed"), with a few example keys per reason for the log."""
 
     max_examples: int = 3
     seen: int = 0  # records examined (0 after a cache hit: nothing was read)
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    edits: Counter = field(default_factory=Counter)
 
-    def add(self, reason: str, key: str) -> None:
-        self.counts[reason] += 1
+    def _example(self, reason: str, key: str) -> None:
         examples = self.examples.setdefault(reason, [])
         if len(examples) < self.max_examples:
             examples.append(key)
 
+    def add(self, reason: str, key: str) -> None:
+        self.counts[reason] += 1
+        self._example(reason, key)
+
+    def add_edit(self, reason: str, key: str) -> None:
+        """A record that is kept, but not as stored (its label lost or changed characters)."""
+        self.edits[reason] += 1
+        self._example(reason, key)
+
     def update(self, other: SkipCounter) -> None:
         self.seen += other.seen
-        for reason, count in other.counts.items():
-            self.counts[reason] += count
+        for reason, count in [*other.counts.items(), *other.edits.items()]:
+            (self.counts if reason in other.counts else self.edits)[reason] += count
             room = self.max_examples - len(self.examples.setdefault(reason, []))
             self.examples[reason].extend(other.examples.get(reason, [])[: max(room, 0)])
 
     @property
     def total(self) -> int:
+        """Skipped records (edited ones are kept and not included)."""
         return sum(self.counts.values())
 
+    @property
+    def kept(self) -> int:
+        return self.seen - self.total
+
     def report(self) -> str:
-        if not self.total:
-            return "no records skipped"
-        lines = [f"skipped {self.total} records:"]
+        lines = [f"skipped {self.total} records:" if self.total else "no records skipped"]
         for reason, count in self.counts.most_common():
             lines.append(f"  {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
+        for reason, count in self.edits.most_common():
+            lines.append(f"  kept, {reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})")
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """The reasons on one line: "label_too_long: 3 (e.g. db:1, db:4), ..."."""
+        parts = [f"{reason}: {count} (e.g. {', '.join(self.examples.get(reason, []))})"
+                 for reason, count in [*self.counts.most_common(), *self.edits.most_common()]]
+        return ", ".join(parts) or "no records skipped"
+
     def log(self, where: str = "") -> None:
-        """Log the summary once (a warning when something was skipped)."""
+        """Log the summary once (a warning when something was skipped or altered)."""
         prefix = f"{where}: " if where else ""
-        if self.total:
+        if self.total or self.edits:
             logger.warning("%s%s", prefix, self.report())
         else:
             logger.info("%sno records skipped", prefix)
 
 
+class NoUsableRecordsError(ValueError):
+    """Every record of an LMDB (or root of LMDBs) was skipped; `skips` says why."""
+
+    def __init__(self, path: str | os.PathLike, skips: SkipCounter) -> None:
+        self.path, self.skips = Path(path), skips
+        super().__init__(
+            f"{path}: none of its {skips.seen} records is usable ({skips.summary()}); fix the records or the "
+            "label settings (charset, max_label_length), or remove this LMDB from the data"
+        )
+
+
+def lmdb_folders(root: str | os.PathLike) -> list[Path]:
+    """Every folder holding a data.mdb under `root` (sorted), never entering dot-folders: that is where
+    processing.lmdb_writer keeps unfinished writes (and where .cache, .git and the like live)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        for name in subfolders:
+            if is_unfinished_write(name):
+                logger.info("skipping %s: an unfinished LMDB write (the next write of it removes it)",
+                            Path(folder) / name)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if "data.mdb" in files:
+            found.append(Path(folder))
+    return sorted(found)
+
+
 def find_lmdbs(path_or_root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """`(name, folder)` of every LMDB at or under `path_or_root`, sorted by name."""
+    """`(name, folder)` of every LMDB at or under `path_or_root`, sorted by name (dot-folders are skipped)."""
     root = Path(path_or_root).absolute()
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist; pass an LMDB folder or a root containing **/data.mdb")
+    if is_unfinished_write(root):
+        raise ValueError(
+            f"{root} is the temporary folder of an unfinished (or interrupted) LMDB write, not data; "
+            "write the LMDB again (the next write removes this folder)"
+        )
     if (root / "data.mdb").is_file():
         return [(root.name, root)]
     if root.is_file():
         raise ValueError(f"{root} is a file; pass the folder that contains data.mdb (an LMDB is a folder)")
-    found = sorted((str(mdb.parent.relative_to(root)), mdb.parent) for mdb in root.glob("**/data.mdb"))
+    found = sorted((str(folder.relative_to(root)), folder) for folder in lmdb_folders(root))
     if not found:
         raise FileNotFoundError(
             f"no data.mdb found under {root}; pass an LMDB folder or a root of LMDBs "
@@ -163,14 +218,23 @@ def read_num_samples(txn: lmdb.Transaction, folder: str | os.PathLike) -> int:
 
 
 def lmdb_fingerprint(lmdbs: list[tuple[str, Path]], settings: dict[str, Any]) -> str:
-    """Cache key from each LMDB's data.mdb size, mtime, inode and num-samples plus the reading settings, so a
-    changed LMDB at the same path (or a different label pipeline) never reuses a stale Arrow cache."""
+    """Cache key from each LMDB's data.mdb metadata, its last transaction id and num-samples plus the reading
+    settings, so a changed LMDB at the same path (or a different label pipeline) never reuses a stale Arrow cache.
+
+    Size, mtime and inode alone miss a same-size replacement whose mtime was restored (`cp -p`, `rsync -t`,
+    `os.utime`); the inode-change time (ctime, which no user call can set back) and LMDB's `last_txnid`
+    (bumped by every committed write) change on every write.
+    """
     parts: list[Any] = [_CACHE_VERSION, settings]
     for name, folder in lmdbs:
         stat = (folder / "data.mdb").stat()
-        with open_lmdb(folder).begin() as txn:
+        env = open_lmdb(folder)
+        with env.begin() as txn:
             num_samples = read_num_samples(txn, folder)
-        parts.append([name, str(folder), stat.st_size, stat.st_mtime_ns, stat.st_ino, num_samples])
+        parts.append([
+            name, str(folder), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino,
+            env.info()["last_txnid"], num_samples,
+        ])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -211,18 +275,19 @@ class RecordFilter:
             "max_aspect_ratio": self.max_aspect_ratio,
         }
 
-    def label(self, raw: bytes, key: str, skips: SkipCounter) -> str | None:
+    def label(self, raw: bytes, key: str, skips: SkipCounter) -> tuple[str | None, bool]:
+        """(the label to train on or None when the record is skipped, whether characters were removed)."""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:  # never guess a replacement label
             skips.add(LABEL_NOT_UTF8, key)
-            return None
+            return None, False
         if self.label_normalizer is None:
-            return text
+            return text, False
         result = self.label_normalizer(text)
         if result.skip_reason is not None:
             skips.add(result.skip_reason, key)
-        return result.label
+        return result.label, result.changed
 
 
 def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skips: SkipCounter) -> Iterator[dict]:
@@ -237,7 +302,7 @@ def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skip
             if raw_label is None or data is None:
                 skips.add(MISSING_KEY, key)
                 continue
-            label = record_filter.label(raw_label, key, skips)
+            label, changed = record_filter.label(raw_label, key, skips)
             if label is None:
                 continue
             reason = check_image(
@@ -246,6 +311,8 @@ def iter_lmdb_records(name: str, folder: Path, record_filter: RecordFilter, skip
             if reason is not None:
                 skips.add(reason, key)
                 continue
+            if changed:  # kept, but not as stored: counted so a user sees how much data was altered
+                skips.add_edit(LABEL_CHANGED, key)
             yield {"image": bytes(data), "label": label, "source": name, "index": index}
 
 
@@ -277,21 +344,28 @@ def load_str_lmdb(
     lmdbs = find_lmdbs(path_or_root)
     record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
     fingerprint = lmdb_fingerprint(lmdbs, record_filter.settings())
-    skips = SkipCounter() if skips is None else skips
-    seen_before = skips.seen
-    dataset = datasets.Dataset.from_generator(
-        _generate,
-        features=FEATURES,
-        cache_dir=cache_dir,
-        gen_kwargs={
-            "lmdbs": [(name, str(folder)) for name, folder in lmdbs],
-            "record_filter": record_filter,
-            "skips": skips,
-        },
-        fingerprint=fingerprint,
-    )
-    if skips.seen > seen_before:
-        skips.log(str(path_or_root))
+    local = SkipCounter()  # this call's records only, merged into `skips` at the end
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate,
+            features=FEATURES,
+            cache_dir=cache_dir,
+            gen_kwargs={
+                "lmdbs": [(name, str(folder)) for name, folder in lmdbs],
+                "record_filter": record_filter,
+                "skips": local,
+            },
+            fingerprint=fingerprint,
+        )
+    except ValueError as error:  # datasets: 'Instruction "train" corresponds to no data!'
+        if local.seen and local.kept == 0:
+            raise NoUsableRecordsError(path_or_root, local) from error
+        raise
+    finally:
+        if skips is not None:
+            skips.update(local)
+    if local.seen:
+        local.log(str(path_or_root))
     else:
         logger.info(
             "%s: loaded from the Arrow cache %s (skips were logged when it was built)", path_or_root, fingerprint
@@ -326,7 +400,7 @@ class STRLmdbDataset(torch.utils.data.Dataset):
 
     Labels are filtered once at construction (image headers too, with `image_check="header"`); the
     environments are opened lazily in each process, so DataLoader workers each get their own handle.
-    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}`.
+    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}` (RGB by `load_rgb_image`).
     """
 
     def __init__(
@@ -371,7 +445,7 @@ class STRLmdbDataset(torch.utils.data.Dataset):
         with self._env(lmdb_id).begin() as txn:
             data = txn.get(f"image-{index:09d}".encode())
         try:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = load_rgb_image(data)  # the image processor's conversion: 16-bit images scaled, not clipped
         except IMAGE_DECODE_ERRORS as error:
             raise ValueError(
                 f"{folder}: image-{index:09d} does not decode ({error}); build the dataset with "

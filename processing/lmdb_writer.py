@@ -1,16 +1,22 @@
 """Writers for the standard scene-text LMDB layout (`num-samples`, `image-%09d`, `label-%09d`, 1-based).
 
-Writes are atomic: records go into a temporary folder next to the target, `num-samples` is written last
-and the folder is renamed into place only when everything succeeded, so an interrupted write never
-leaves something that looks like a complete LMDB. Every image is decoded before it is written, and a
-bad one stops the write with an error naming it.
+Writes are atomic: records go into a temporary dot-folder next to the target (`.<name>.tmp-<pid>-<hex>`),
+`num-samples` is written last and the folder is renamed into place only when everything succeeded, so an
+interrupted write never leaves something that looks like a complete LMDB under its final name. An overwrite
+swaps the two folders in one step where Linux allows it, so the target name holds a complete LMDB throughout. A write killed
+outright (kill -9, power loss) leaves its temporary folder behind: every reader's discovery skips dot-folders
+(`processing.lmdb_dataset.lmdb_folders`), and the next write to the same target removes such leftovers of dead
+writers. Every image is decoded before it is written, and a bad one stops the write with an error naming it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import io
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -53,13 +59,71 @@ def _encode_image(image: Any, where: str) -> bytes:
     raise TypeError(f"{where}: expected encoded image bytes or a PIL.Image, got {type(image).__name__}")
 
 
+# `.<target name>.tmp-<pid>-<hex>` (being written) and `.<target name>.old-<pid>-<hex>` (the replaced LMDB, being
+# deleted): dot-folders, which discovery never enters.
+# (Without the pid: written before the pid was added, and treated as the leftover of a dead writer.)
+_WORK_FOLDER = re.compile(r"^\.(?P<target>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
+
+
+def _work_folder(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_unfinished_write(folder: str | os.PathLike) -> bool:
+    """True for the temporary (or to-be-deleted) folder of a write, finished or not: never data to read."""
+    return _WORK_FOLDER.match(Path(folder).name) is not None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths' names atomically (Linux `renameat2(RENAME_EXCHANGE)`); False where that is unavailable
+    (another OS, an old libc or a file system without it), and the caller falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_interrupted_writes(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete what killed writes of `output_dir` left beside it (their writer process is gone); returns them.
+
+    Work folders of a live process (another write of the same target running now) are left alone.
+    """
+    target = Path(output_dir).absolute()
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for folder in sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*")):
+        match = _WORK_FOLDER.match(folder.name)
+        if match is None or match["target"] != target.name or (match["pid"] and _pid_alive(int(match["pid"]))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.warning("removed %s, left by an interrupted write of %s", folder, target)
+        removed.append(folder)
+    return removed
+
+
 def _write(output_dir: str | os.PathLike, records: Iterable[tuple[Any, str, str]], overwrite: bool) -> int:
     """Write (image, label, name-for-errors) records atomically; returns the number of samples."""
     target = Path(output_dir).absolute()
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it or choose another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_interrupted_writes(target)
+    temp = _work_folder(target, "tmp")
     map_size = _INITIAL_MAP_SIZE
     env = lmdb.open(str(temp), map_size=map_size, subdir=True, lock=False)
     count = 0
@@ -96,13 +160,15 @@ def _write(output_dir: str | os.PathLike, records: Iterable[tuple[Any, str, str]
         flush()
         env.sync()
         env.close()
-        if target.exists():
-            trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        if not target.exists():
+            os.replace(temp, target)
+        elif _exchange(temp, target):  # one step: the target name always holds a complete LMDB
+            shutil.rmtree(temp)  # now the previous version
+        else:  # no atomic exchange here: a kill between the two renames leaves the old version in `trash`
+            trash = _work_folder(target, "old")
             os.replace(target, trash)
             os.replace(temp, target)
             shutil.rmtree(trash)
-        else:
-            os.replace(temp, target)
     except BaseException:
         env.close()
         shutil.rmtree(temp, ignore_errors=True)

@@ -20,14 +20,15 @@ This file imports only from transformers (it is copied, alone, into saved model 
 
 from __future__ import annotations
 
+import io
 import logging as _std_logging
 import os
 import shutil
+import urllib.request
 from typing import Any
 
 import torch
 from transformers import Pipeline
-from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.image_text_to_text import ImageTextToTextPipeline
 from transformers.utils import logging
@@ -164,8 +165,14 @@ class SceneTextRecognitionSteps:
         return preprocess_params, forward_params, postprocess_params
 
     def _scene_text_preprocess(self, image: Any, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        if isinstance(image, str) or getattr(image, "mode", None) is not None:
-            image = load_image(image, timeout=timeout)
+        # The image (PIL of any mode, path, base64, array) goes to the processor as it is: its loader converts every
+        # mode the way training and evaluation do. transformers' load_image would convert("RGB") first, clipping
+        # 16-bit images to white. Only URLs are fetched here, to honour `timeout`.
+        if isinstance(image, str) and image.startswith(("http://", "https://")):
+            from PIL import Image
+
+            with urllib.request.urlopen(image, timeout=timeout) as response:  # follows redirects
+                image = Image.open(io.BytesIO(response.read()))
         inputs = self.processor(images=image, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 

@@ -16,25 +16,10 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from .image_processing_scene_text import to_rgb_pil  # the one converter: 16-bit images scaled, not clipped
+
 IMAGE_SIZE: tuple[int, int] = (32, 128)
 MIN_AUGMENT_SIDE = 32
-
-
-def to_rgb_pil(image: Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
-    """Any PIL mode, HxW(xC) uint8 array or CxHxW uint8 tensor -> an RGB PIL image (as the original loader)."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        if image.dtype != torch.uint8 or image.ndim != 3:
-            raise ValueError(f"expected a CxHxW uint8 tensor, got {tuple(image.shape)} {image.dtype}")
-        image = image.permute(1, 2, 0).numpy()
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 HxW or HxWxC array, got dtype {image.dtype}")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        return Image.fromarray(image).convert("RGB")
-    raise TypeError(f"unsupported image type {type(image).__name__}: give a PIL image, a numpy array or a tensor")
 
 
 class RandomBorderCrop(torch.nn.Module):

@@ -119,3 +119,33 @@ def test_dataloader_workers_augment_differently():
     loader = torch.utils.data.DataLoader(_SameImage(PARSeqRandAugment(3, p=1.0)), batch_size=None, num_workers=2)
     items = [item.numpy().tobytes() for item in loader]  # workers alternate: items 0, 2, ... from worker 0
     assert items[0] != items[1] and items[2] != items[3]
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": word_image(), "label": f"w{index}"}
+
+
+@pytest.mark.parametrize("augment_cls", [DiGTrainAugment, PARSeqRandAugment])
+def test_training_augmentation_is_a_function_of_seed_epoch_and_index(augment_cls):
+    from training.collators import SeededAugmentedDataset
+
+    def images(dataset, order):
+        return {index: dataset[index]["image"].tobytes() for index in order}
+
+    # the augmenters' own generators are unseeded: only (seed, epoch, index) may matter
+    a = SeededAugmentedDataset(_Rows(), augment_cls(), seed=3)
+    b = SeededAugmentedDataset(_Rows(), augment_cls(), seed=3)
+    in_order = images(a, range(6))
+    assert images(b, reversed(range(6))) == in_order  # access order (shuffling, skipping on resume) is irrelevant
+    worker = pickle.loads(pickle.dumps(a))  # what a DataLoader worker or another rank holds
+    assert images(worker, range(6)) == in_order
+    assert len(set(in_order.values())) > 1  # samples get different augmentations
+    a.set_epoch(1)
+    assert images(a, range(6)) != in_order  # and a new epoch new ones
+    a.set_epoch(0)
+    assert images(a, range(6)) == in_order
+    assert images(SeededAugmentedDataset(_Rows(), augment_cls(), seed=4), range(6)) != in_order

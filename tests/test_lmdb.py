@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import datasets
@@ -13,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from processing.charsets import CHARSET_36
 from processing.labels import LabelNormalizer
 from processing.lmdb_dataset import (
     CORRUPT_IMAGE,
@@ -20,6 +25,7 @@ from processing.lmdb_dataset import (
     IMAGE_TOO_SMALL,
     LABEL_NOT_UTF8,
     MISSING_KEY,
+    NoUsableRecordsError,
     SkipCounter,
     STRLmdbDataset,
     find_lmdbs,
@@ -96,6 +102,30 @@ def test_skips_are_counted_by_reason_never_substituted(tmp_path):
     assert relaxed["label"] == ["good", "wide", "fine"]
 
 
+def test_labels_altered_by_folding_or_the_charset_are_counted_as_label_changed(tmp_path):
+    labels = ["plain", "café", "don't", "日本", "ok"]  # 日本 folds to nothing: skipped, not "changed"
+    write_str_lmdb(tmp_path / "db", [(png(), label) for label in labels])
+    skips = SkipCounter()
+    ds = load_str_lmdb(tmp_path / "db", LabelNormalizer(charset=CHARSET_36), cache_dir=str(tmp_path / "c"), skips=skips)
+    assert ds["label"] == ["plain", "cafe", "dont", "ok"]
+    assert dict(skips.edits) == {"label_changed": 2}
+    assert skips.examples["label_changed"] == ["db:2", "db:3"]
+    assert skips.total == 1 and dict(skips.counts) == {"empty_after_normalisation": 1}  # edits are not skips
+    assert "label_changed: 2" in skips.report()
+    torch_ds = STRLmdbDataset(tmp_path / "db", LabelNormalizer(charset=CHARSET_36))
+    assert dict(torch_ds.skips.edits) == {"label_changed": 2}
+
+
+def test_an_lmdb_without_usable_records_is_a_clear_error_with_the_reasons(tmp_path):
+    write_str_lmdb(tmp_path / "db", [(png(), "日本"), (png(), "x" * 40), (png(5, 1), "tiny")])
+    with pytest.raises(NoUsableRecordsError, match=r"db: none of its 3 records is usable") as caught:
+        load_str_lmdb(tmp_path / "db", LabelNormalizer(), cache_dir=str(tmp_path / "c"))
+    message = str(caught.value)
+    for reason in ("empty_after_normalisation: 1", "label_too_long: 1", "image_too_small: 1", "db:2"):
+        assert reason in message
+    assert caught.value.skips.kept == 0 and caught.value.skips.total == 3
+
+
 @pytest.mark.parametrize(
     "records, message",
     [
@@ -145,6 +175,24 @@ def test_changed_lmdb_at_same_path_is_not_read_from_stale_cache(tmp_path):
     assert miss.seen == 2
     # a different label pipeline is a different cache entry too
     assert load_str_lmdb(tmp_path / "db", LabelNormalizer(charset="new"), cache_dir=cache)["label"] == ["new"]
+
+
+def test_same_size_replacement_with_restored_mtime_is_not_read_from_stale_cache(tmp_path):
+    """`cp -p` / `rsync -t` style: new labels, same size, same inode, mtime set back -> fresh labels."""
+    cache = str(tmp_path / "cache")
+    write_str_lmdb(tmp_path / "db", [(png(), "old"), (png(), "data")])
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache)["label"] == ["old", "data"]
+    write_str_lmdb(tmp_path / "replacement", [(png(), "new"), (png(), "data")])
+    target = tmp_path / "db" / "data.mdb"
+    before = target.stat()
+    replacement = (tmp_path / "replacement" / "data.mdb").read_bytes()
+    assert len(replacement) == before.st_size
+    with open(target, "r+b") as handle:  # in place: the inode stays
+        handle.write(replacement)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert load_str_lmdb(tmp_path / "db", cache_dir=cache)["label"] == ["new", "data"]
 
 
 def test_torch_dataset_reopens_env_lazily_and_pickles(tmp_path):
@@ -222,3 +270,133 @@ def test_write_from_dataset_keeps_encoded_bytes(tmp_path):
         assert [txn.get(f"image-{i:09d}".encode()) for i in (1, 2)] == images
     with pytest.raises(KeyError, match="'label'"):
         write_lmdb_from_dataset(ds, tmp_path / "db2", image_column="img")
+
+
+_KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from PIL import Image
+from processing import lmdb_writer
+
+def png(value=0):
+    return Image.new("RGB", (24, 8), (value, value, value))
+
+target, ready, moment = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+
+def hang(*args):
+    ready.write_text("now")
+    time.sleep(600)
+
+def samples():
+    for index in range(6):
+        yield png(value=index), f"half{index}"
+    hang()
+
+lmdb_writer._COMMIT_EVERY = 2  # some records reach the temporary database before the kill
+if moment == "before-rename":  # num-samples written and synced: the temporary LMDB looks complete
+    lmdb_writer.os.replace = hang
+    lmdb_writer.write_str_lmdb(target, [(png(), "complete-looking")], overwrite=True)
+else:
+    lmdb_writer.write_str_lmdb(target, samples(), overwrite=True)
+"""
+
+
+def _killed_write(target: Path, moment: str, tmp_path: Path) -> None:
+    """Run a writer of `target` in a subprocess and SIGKILL it at `moment` ("mid-write" or "before-rename")."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp_path / f"ready-{target.name}-{moment}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(Path(__file__).resolve().parents[1]), str(target), str(ready), moment]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None, "the writer exited before the kill"
+            assert time.monotonic() < deadline, "the writer never got to the kill point"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def test_a_killed_write_is_never_read_and_is_cleaned_by_the_next_write(tmp_path, monkeypatch):
+    from processing import synthetic
+    from training.evaluation import discover_benchmarks
+    from training.recipes import load_recipe
+    from training.synthetic_data import ensure_synthetic_data
+
+    test_root = tmp_path / "data" / "test"
+    write_str_lmdb(test_root / "IIIT5k", [(png(), "kept")])
+    _killed_write(test_root / "IIIT5k", "mid-write", tmp_path)  # an overwrite killed halfway
+    _killed_write(test_root / "SVT", "before-rename", tmp_path)  # a new LMDB killed just before its rename
+    leftovers = sorted(p.name for p in test_root.iterdir() if p.name.startswith("."))
+    assert [name.split(".tmp-")[0] for name in leftovers] == [".IIIT5k", ".SVT"], leftovers
+    with lmdb.open(str(test_root / leftovers[1]), readonly=True, lock=False) as env, env.begin() as txn:
+        assert txn.get(b"num-samples") == b"1"  # the leftover really looks like a complete LMDB
+
+    # 1. the LMDB readers
+    assert [name for name, _ in find_lmdbs(test_root)] == ["IIIT5k"]
+    assert load_str_lmdb(test_root, cache_dir=str(tmp_path / "cache"))["label"] == ["kept"]
+    with pytest.raises(ValueError, match="unfinished"):
+        find_lmdbs(test_root / leftovers[1])
+    # 2. benchmark discovery
+    assert list(discover_benchmarks(test_root)) == ["IIIT5k"]
+    # 3. the quickstart's "already rendered" check: a split holding only a killed write is not rendered
+    synth_root = tmp_path / "synth"
+    for split in ("train", "val"):
+        write_str_lmdb(synth_root / split / "synth", [(png(), "w")])
+    (synth_root / "test").mkdir()
+    shutil.copytree(test_root / leftovers[1], synth_root / "test" / leftovers[1].replace(".SVT.", ".synth.", 1))
+    renders = []
+    monkeypatch.setattr(synthetic, "build_synthetic_benchmark", lambda root, **kwargs: renders.append(root))
+    recipe = load_recipe(None, [f"data.synthetic.output_root={synth_root}"])
+    wanted = {k: v for k, v in dataclasses.asdict(recipe.data.synthetic).items()
+              if k not in ("output_root", "overwrite", "num_workers")}
+    (synth_root / "synthetic.json").write_text(json.dumps(wanted))  # as if these settings had been rendered
+    ensure_synthetic_data(recipe)
+    assert len(renders) == 1  # re-rendered, not reused
+
+    # the next write of each target removes what the killed one left
+    write_str_lmdb(test_root / "SVT", [(png(), "svt")])
+    write_str_lmdb(test_root / "IIIT5k", [(png(), "again")], overwrite=True)
+    assert sorted(p.name for p in test_root.iterdir()) == ["IIIT5k", "SVT"]
+    assert list(discover_benchmarks(test_root)) == ["IIIT5k", "SVT"]
+
+
+def test_the_next_write_leaves_a_live_writers_temporary_folder_alone(tmp_path):
+    live = tmp_path / f".db.tmp-{os.getpid()}-0123abcd"  # a write of db running now (this very process)
+    old_format = tmp_path / ".db.tmp-89abcdef"  # left by a writer that did not record its pid
+    other_target = tmp_path / ".dbx.tmp-1-0123abcd"
+    for folder in (live, old_format, other_target):
+        folder.mkdir()
+    write_str_lmdb(tmp_path / "db", [(png(), "w")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["db", live.name, other_target.name])
+
+
+def test_an_overwrite_keeps_a_complete_lmdb_under_the_target_name_at_every_step(tmp_path, monkeypatch):
+    import sys
+
+    from processing import lmdb_writer
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the one-step swap (renameat2) is Linux only")
+    target = tmp_path / "db"
+    write_str_lmdb(target, [(png(), "old")])
+    states = []
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def seen(step):
+        states.append((step, (target / "data.mdb").is_file()))
+
+    monkeypatch.setattr(lmdb_writer.os, "replace", lambda *a: (seen("replace"), real_replace(*a))[1])
+    monkeypatch.setattr(lmdb_writer.shutil, "rmtree", lambda *a, **k: (seen("rmtree"), real_rmtree(*a, **k))[1])
+    write_str_lmdb(target, [(png(), "new")], overwrite=True)
+    assert states and all(present for _, present in states), states  # a kill at any step finds a complete LMDB
+    monkeypatch.undo()
+    assert load_str_lmdb(target, cache_dir=str(tmp_path / "cache"))["label"] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "db"]

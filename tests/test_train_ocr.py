@@ -122,6 +122,30 @@ def test_benchmarks_are_found_in_parseq_order(tmp_path):
         discover_benchmarks(tmp_path / "nope")
 
 
+def test_a_benchmark_without_usable_records_is_a_zero_row_and_the_others_are_scored(tmp_path):
+    from PIL import Image
+
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+    from processing.lmdb_writer import write_str_lmdb
+    from processing.processing_dig import DiGProcessor
+    from training.evaluation import evaluate_benchmarks
+
+    image = Image.new("RGB", (32, 16), (200, 200, 200))
+    write_str_lmdb(tmp_path / "test" / "IIIT5k", [(image, "abc"), (image, "de")])
+    write_str_lmdb(tmp_path / "test" / "SVT", [(image, "日本"), (image, "x" * 40)])  # nothing survives the labels
+    torch.manual_seed(0)
+    model = DiGForTextRecognition(DiGConfig.from_preset("tiny-test"))
+    results = evaluate_benchmarks(model, DiGProcessor(), discover_benchmarks(tmp_path / "test"), disable_tqdm=True)
+    assert list(results) == ["IIIT5k", "SVT"]
+    assert results["IIIT5k"].num_samples == 2
+    assert results["SVT"].num_samples == 0 and results["SVT"].skipped == 2
+    data = results_to_json(results)
+    assert data["benchmarks"]["SVT"]["accuracy"] is None  # valid JSON, no NaN
+    assert data["average"]["num_samples"] == 2 and data["average"]["accuracy"] == results["IIIT5k"].accuracy
+    json.loads(json.dumps(data, allow_nan=False))
+    assert "0 usable samples" in format_table(results) and "SVT" in format_table(results)
+
+
 def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_path, capsys):
     from training.data import load_lmdb_split
     from training.models import load_saved
@@ -190,6 +214,35 @@ def test_resume_rejects_a_missing_checkpoint(tmp_path):
     assert resolve_resume(None, tmp_path) is None
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         resolve_resume(str(tmp_path / "checkpoint-9"), tmp_path)
+
+
+def _fake_checkpoint(folder: Path, step: int) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (folder / name).write_bytes(b"x")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return folder
+
+
+def test_resume_auto_skips_checkpoints_left_incomplete_by_a_killed_save(tmp_path, caplog):
+    from training.finetune import resolve_resume
+
+    _fake_checkpoint(tmp_path / "checkpoint-2", 2)
+    (_fake_checkpoint(tmp_path / "checkpoint-4", 4) / "trainer_state.json").write_text("")  # killed while writing it
+    (_fake_checkpoint(tmp_path / "checkpoint-6", 6) / "trainer_state.json").unlink()  # killed before it
+    (_fake_checkpoint(tmp_path / "checkpoint-8", 8) / "trainer_state.json").write_text('{"global_st')  # cut short
+    (_fake_checkpoint(tmp_path / "checkpoint-10", 10) / "model.safetensors").unlink()
+    with caplog.at_level("INFO", logger="training.checkpoints"):
+        assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-2")
+    log = caplog.text
+    for step, reason in ((10, "model.safetensors or"), (8, "trainer_state.json does not parse"), (6, "trainer_state.json missing"),
+                         (4, "trainer_state.json is empty")):
+        assert f"checkpoint-{step}: incomplete ({reason}" in log, step
+    assert "resuming from " + str(tmp_path / "checkpoint-2") in log
+    with pytest.raises(ValueError, match="checkpoint-4: incomplete checkpoint"):
+        resolve_resume(str(tmp_path / "checkpoint-4"), tmp_path)
+    (tmp_path / "checkpoint-2" / "optimizer.pt").unlink()
+    assert resolve_resume("auto", tmp_path) is None  # nothing complete: train from the start
 
 
 def test_cli_reports_recipe_errors(capsys):
@@ -339,3 +392,31 @@ def test_two_process_cpu_finetune_with_accelerate(synth, tmp_path):
     assert lrs and all(lr == pytest.approx(1e-4 * 8 / 256) for lr in lrs)  # base_lr x total batch 8 / 256
     assert any("eval_accuracy" in e for e in state["log_history"])
     assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["output_dir"] == str(out)
+
+
+def test_augmented_runs_are_reproducible_and_resume_exactly_past_a_broken_checkpoint(synth, tmp_path):
+    """train.seed fixes the augmentation: two runs with the same seed give the same losses, and a run stopped
+    after step 3 (its newer checkpoint left broken by a killed save) resumes with the uninterrupted run's losses,
+    across an epoch boundary (8 samples, batch 4: 2 steps per epoch)."""
+    import shutil
+
+    common = [*TINY_DIG, f"data.train=[{synth / 'train'}]", "data.max_train_samples=8", "data.augment=dig",
+              "train.max_steps=5", "train.save_steps=3", "train.eval_steps=0", "train.seed=11"]
+    reference = _losses(run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'a'}"])).log_history)
+    assert sorted(reference) == [1, 2, 3, 4, 5]
+
+    out = tmp_path / "b"
+    interrupted = run_finetune(load_recipe(None, [*common, f"train.output_dir={out}"]), callbacks=[_StopAt(3)])
+    first = _losses(interrupted.log_history)
+    for step in (1, 2, 3):  # a second run with the same seed
+        assert first[step] == pytest.approx(reference[step], rel=1e-5), step
+    shutil.copytree(out / "checkpoint-3", out / "checkpoint-4")
+    (out / "checkpoint-4" / "trainer_state.json").write_text("")  # a save killed while writing its state
+
+    # resumed with two DataLoader workers: they augment exactly as the main process did
+    resumed = run_finetune(load_recipe(None, [*common, f"train.output_dir={out}", "train.resume=auto",
+                                              "train.dataloader_num_workers=2"]))
+    assert resumed.global_step == 5
+    got = _losses(resumed.log_history)
+    for step in (4, 5):  # step 4 ends epoch 1 (resumed mid-epoch), step 5 starts epoch 2
+        assert got[step] == pytest.approx(reference[step], rel=1e-5), step

@@ -7,11 +7,19 @@ augmentation and evaluated with any processor, and nothing pre-processed is cach
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
+
+from processing.augmentation import sample_rng
+from processing.image_processing_scene_text import to_rgb_pil
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +51,50 @@ def augment_transform(augment: Callable[[Any], Any], image_column: str = "image"
     """
 
     def transform(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        batch[image_column] = [augment(image.convert("RGB")) for image in batch[image_column]]
+        batch[image_column] = [augment(to_rgb_pil(image)) for image in batch[image_column]]
         return batch
 
     return transform
+
+
+class SeededAugmentedDataset(torch.utils.data.Dataset):
+    """The training rows with `augment` applied, each image's random numbers drawn from `sample_rng(seed, epoch,
+    index)`: two runs with the same seed augment identically, whatever the DataLoader workers or ranks, and a
+    resumed run augments exactly as the uninterrupted one would (there is no augmentation state to checkpoint).
+
+    The epoch comes from `set_epoch`, called by accelerate's DataLoader and by `AugmentationEpochCallback`, before
+    each epoch's DataLoader workers start (so `dataloader_persistent_workers` must stay off).
+    """
+
+    def __init__(self, dataset: Any, augment: Callable[..., Any], seed: int, image_column: str = "image") -> None:
+        self.dataset, self.augment, self.seed, self.image_column = dataset, augment, seed, image_column
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = dict(self.dataset[index])
+        rng = sample_rng(self.seed, self.epoch, int(index))
+        row[self.image_column] = self.augment(to_rgb_pil(row[self.image_column]), rng=rng)
+        return row
+
+
+class AugmentationEpochCallback(TrainerCallback):
+    """Tells a `SeededAugmentedDataset` the epoch at each epoch's start (also when a run resumes mid-epoch)."""
+
+    def __init__(self, dataset: SeededAugmentedDataset) -> None:
+        self.dataset = dataset
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.dataloader_persistent_workers and args.dataloader_num_workers > 0:
+            logger.warning("dataloader_persistent_workers: workers keep the first epoch's augmentation seeds")
+        return control
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the epoch being started, or a fraction into it when resuming
+        self.dataset.set_epoch(math.floor(state.epoch + 1e-9))
+        return control

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from processing.lmdb_dataset import lmdb_folders
+from processing.lmdb_writer import is_unfinished_write
 from processing.str_metrics import compute_scene_text_metrics, format_results_table, weighted_average
 
 logger = logging.getLogger(__name__)
@@ -43,14 +45,20 @@ class BenchmarkResult:
     examples: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The scores as JSON values (a score that does not exist, e.g. of 0 usable samples, is null, not NaN)."""
+        scores = {
             "accuracy": self.accuracy,
             "accuracy_cased": self.accuracy_cased,
             "one_minus_ned": self.one_minus_ned,
             "confidence": self.confidence,
-            "num_samples": self.num_samples,
-            "skipped": self.skipped,
         }
+        scores = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
+        return {**scores, "num_samples": self.num_samples, "skipped": self.skipped}
+
+    @classmethod
+    def unusable(cls, skipped: int) -> BenchmarkResult:
+        """The row of a benchmark none of whose records could be scored."""
+        return cls(math.nan, None, math.nan, math.nan, num_samples=0, skipped=skipped)
 
 
 def discover_benchmarks(root: str | Path) -> dict[str, Path]:
@@ -58,9 +66,12 @@ def discover_benchmarks(root: str | Path) -> dict[str, Path]:
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"benchmark path {root} does not exist (expected a PARSeq-style test/ root or an LMDB)")
+    if is_unfinished_write(root):
+        raise ValueError(f"{root} is the temporary folder of an unfinished LMDB write, not a benchmark; write it again")
     if (root / "data.mdb").is_file():
         return {root.name: root}
-    found = {str(p.parent.relative_to(root)): p.parent for p in sorted(root.rglob("data.mdb"))}
+    # dot-folders (unfinished LMDB writes among them) are never benchmarks
+    found = {str(folder.relative_to(root)): folder for folder in lmdb_folders(root)}
     if not found:
         raise FileNotFoundError(f"no data.mdb under {root}: expected <root>/<benchmark>/data.mdb (PARSeq's test/ layout)")
     known = [name for name in BENCHMARK_ORDER if name in found]
@@ -89,10 +100,7 @@ def _rows(results: dict[str, BenchmarkResult]) -> dict[str, dict[str, Any]]:
     """Benchmark rows without the skip counts and unset fields (what the weighted average runs over)."""
     rows = {}
     for name, result in results.items():
-        row = {k: v for k, v in result.to_json().items() if k != "skipped" and v is not None}
-        if isinstance(row.get("confidence"), float) and math.isnan(row["confidence"]):
-            del row["confidence"]
-        rows[name] = row
+        rows[name] = {k: v for k, v in result.to_json().items() if k != "skipped" and v is not None}
     return rows
 
 
@@ -113,6 +121,9 @@ def format_table(results: dict[str, BenchmarkResult], cased: bool = False) -> st
     skipped = {name: r.skipped for name, r in results.items() if r.skipped}
     note = ("skipped records (not scored): " + ", ".join(f"{n} {c}" for n, c in skipped.items())) if skipped else (
         "skipped records: none")
+    unusable = [name for name, r in results.items() if r.num_samples == 0]
+    if unusable:
+        note += "\n0 usable samples (every record skipped, see the log for the reasons): " + ", ".join(unusable)
     return f"{table}\n{note}"
 
 
@@ -174,13 +185,20 @@ def evaluate_benchmarks(
     normalization: str | None = None,
 ) -> dict[str, BenchmarkResult]:
     """Score every benchmark (name -> LMDB folder); skipped records are counted, not scored."""
+    from processing.lmdb_dataset import NoUsableRecordsError
+
     from .data import load_lmdb_split
 
     model.eval()
     results: dict[str, BenchmarkResult] = {}
     for name, path in tqdm(benchmarks.items(), desc="benchmarks", disable=disable_tqdm or len(benchmarks) == 1):
-        dataset, skipped = load_lmdb_split([path], max_label_length=max_label_length, max_samples=max_samples,
-                                           evaluation=True, cased=cased)
+        try:
+            dataset, skipped = load_lmdb_split([path], max_label_length=max_label_length, max_samples=max_samples,
+                                               evaluation=True, cased=cased)
+        except NoUsableRecordsError as error:  # one broken benchmark must not abort the others
+            logger.warning("%s: 0 usable samples, not scored: %s", name, error)
+            results[name] = BenchmarkResult.unusable(skipped=error.skips.seen)
+            continue
         references = list(dataset["label"])
         texts, confidences = recognize(
             model, processor, (row["image"] for row in dataset), batch_size=batch_size, num_beams=num_beams,

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
+from transformers.trainer_utils import EvalPrediction
 
-from .collators import SceneTextCollator, augment_transform
+from .checkpoints import checkpoint_problem, newest_complete_checkpoint
+from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
 from .models import build_model
@@ -153,14 +154,28 @@ def training_arguments(recipe: Recipe, has_validation: bool) -> Seq2SeqTrainingA
     )
 
 
+# What Trainer.train(resume_from_checkpoint=...) reads; trainer_state.json is written last by a save.
+TRAINER_CHECKPOINT_FILES = (
+    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+    "optimizer.pt",
+    "scheduler.pt",
+    "trainer_state.json",
+)
+
+
 def resolve_resume(resume: str | None, output_dir: str | Path) -> str | None:
-    """'auto' -> the newest checkpoint-* in output_dir (None if there is none); a path -> that checkpoint."""
+    """'auto' -> the newest COMPLETE checkpoint-* in output_dir (None if there is none; newer folders left by a
+    save that was killed are skipped, with a logged reason); a path -> that checkpoint, which must be complete."""
     if resume in (None, "", "none", "no", False):
         return None
     if resume == "auto":
-        return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+        checkpoint = newest_complete_checkpoint(output_dir, TRAINER_CHECKPOINT_FILES)
+        return None if checkpoint is None else str(checkpoint)
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"train.resume={resume}: no such checkpoint folder (use 'auto' or a checkpoint-N path)")
+    problem = checkpoint_problem(resume, TRAINER_CHECKPOINT_FILES)
+    if problem is not None:
+        raise ValueError(f"train.resume={resume}: incomplete checkpoint ({problem}); pick an earlier one or 'auto'")
     return str(resume)
 
 
@@ -193,9 +208,11 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
             val_set, _ = load_lmdb_split(recipe.data.val, max_len, recipe.data.max_val_samples)
     logger.info("training on %d samples (%d skipped), validating on %s", len(train_set), train_skipped,
                 len(val_set) if val_set is not None else "nothing")
-    augment = build_augmentation(recipe.data.augment)
-    if augment is not None:
-        train_set = train_set.with_transform(augment_transform(augment))
+    augment = build_augmentation(recipe.data.augment, seed=recipe.train.seed)
+    callbacks = list(callbacks or [])
+    if augment is not None:  # each image's augmentation is a function of (train.seed, epoch, sample index)
+        train_set = SeededAugmentedDataset(train_set, augment, seed=recipe.train.seed)
+        callbacks.append(AugmentationEpochCallback(train_set))
 
     trainer = SceneTextTrainer(
         model=model,
@@ -212,6 +229,8 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     checkpoint = resolve_resume(recipe.train.resume, output_dir)
     if checkpoint is not None:
         logger.info("resuming from %s", checkpoint)
+    elif recipe.train.resume == "auto":
+        logger.info("no complete checkpoint in %s: training from the start", output_dir)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics = trainer.evaluate() if val_set is not None else {}
     trainer.save_model(str(output_dir))
@@ -227,16 +246,17 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     )
 
 
-def build_augmentation(name: str) -> Any:
-    """The recipe's training augmentation (PIL -> PIL), or None."""
+def build_augmentation(name: str, seed: int | None = None) -> Any:
+    """The recipe's training augmentation (PIL -> PIL), or None. `seed` seeds its own generator (fine-tuning
+    passes a generator per image instead, see SeededAugmentedDataset)."""
     if name in (None, "none"):
         return None
     if name == "dig":
         from processing.augmentation import DiGTrainAugment
 
-        return DiGTrainAugment()
+        return DiGTrainAugment(seed)
     if name == "parseq":
         from processing.augmentation import PARSeqRandAugment
 
-        return PARSeqRandAugment()
+        return PARSeqRandAugment(seed)
     raise ValueError(f"data.augment must be 'dig', 'parseq' or 'none', got {name!r}")

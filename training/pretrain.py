@@ -10,7 +10,6 @@ same data order.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmu
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
+from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import SkipCounter, check_image, find_lmdbs, open_lmdb, read_num_samples
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
@@ -191,14 +191,14 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         kind, location = self.sources[source_id]
         if kind == "file":
             try:
-                image = Image.open(location).convert("RGB")
+                image = load_rgb_image(location)
             except Exception as error:
                 raise ValueError(f"{location} does not decode ({error}); remove or fix the file") from error
             return {"image": image, "index": item}
         with self._env(source_id).begin() as txn:
             data = txn.get(f"image-{index:09d}".encode())
         try:
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = load_rgb_image(data)
         except Exception as error:
             raise ValueError(
                 f"{location}: image-{index:09d} does not decode ({error}); use image_check='full' to skip such records"

@@ -9,6 +9,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from processing.image_processing_scene_text import load_rgb_image
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -32,11 +34,10 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def open_image(path: Path) -> Image.Image:
-    """An RGB PIL image, or a clear error naming the file."""
+    """An RGB PIL image (by the image processor's rules: 16-bit scaled, not clipped), or a clear error naming the file."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
+        return load_rgb_image(Path(path))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ValueError(f"{path} is not a readable image ({err}); remove it from the inputs") from err
 
 

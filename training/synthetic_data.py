@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
+
+from processing.lmdb_dataset import lmdb_folders
 
 from .recipes import Recipe
 
@@ -20,6 +23,14 @@ def synthetic_paths(output_root: str | Path) -> dict[str, Path]:
     return {split: Path(output_root) / split for split in SPLITS}
 
 
+def _rendered_spec(marker: Path) -> dict | None:
+    """The settings recorded after the last complete render (None: none, or an unreadable marker)."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path]:
     """Render `recipe.data.synthetic` unless already there (or `render` is False: another process renders);
     fill empty data.train / data.val / evaluate.data from its splits."""
@@ -29,17 +40,23 @@ def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path
     paths = synthetic_paths(spec.output_root)
     wanted = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("output_root", "overwrite", "num_workers")}
     marker = Path(spec.output_root) / SPEC_FILE
-    rendered = json.loads(marker.read_text()) if marker.is_file() else None
-    present = rendered == wanted and all(any(p.glob("**/data.mdb")) for p in paths.values() if p.is_dir())
+    counts = {"train": spec.num_train, "val": spec.num_val, "test": spec.num_test}
+    # every split that has samples holds a finished LMDB (lmdb_folders skips the dot-folders of killed writes)
+    present = _rendered_spec(marker) == wanted and all(
+        paths[split].is_dir() and lmdb_folders(paths[split]) for split, count in counts.items() if count > 0
+    )
     if render and (spec.overwrite or not present):
         from processing.synthetic import build_synthetic_benchmark
 
         logger.info("rendering synthetic LMDBs into %s", spec.output_root)
+        marker.unlink(missing_ok=True)  # a render killed halfway must not pass for the old settings' data
         build_synthetic_benchmark(spec.output_root, num_train=spec.num_train, num_val=spec.num_val,
                                   num_test=spec.num_test, seed=spec.seed, difficulty=spec.difficulty,
                                   random_fraction=spec.random_fraction,
                                   num_workers=spec.num_workers, overwrite=True)
-        marker.write_text(json.dumps(wanted, indent=2) + "\n")
+        partial = marker.with_name(f".{marker.name}.tmp")
+        partial.write_text(json.dumps(wanted, indent=2) + "\n")
+        os.replace(partial, marker)  # the marker appears complete or not at all
     else:
         logger.info("reusing the synthetic LMDBs in %s", spec.output_root)
     if not recipe.data.train:
