@@ -22,7 +22,7 @@ from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 from .collators import SceneTextCollator, augment_transform
 from .data import load_lmdb_split
 from .evaluation import score_predictions
-from .models import build_model
+from .models import build_model, data_max_label_length
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
 from .plots import plot_training_curves
 from .recipes import OptimRecipe, Recipe, save_recipe
@@ -185,7 +185,7 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
         save_recipe(recipe, output_dir / RECIPE_FILE)
     set_seed(recipe.train.seed)
     model, processor = build_model(recipe.model)
-    max_len = recipe.data.max_label_length
+    max_len = data_max_label_length(recipe.data.max_label_length, model.config)
     with args.main_process_first(desc="reading LMDBs"):
         train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples)
         val_set = None
