@@ -70,14 +70,24 @@ class SceneTextTrainer(Seq2SeqTrainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
         ignore_keys: list[str] | None = None, **gen_kwargs: Any,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Teacher-forced loss plus greedy `generate(pixel_values)` ids (no labels reach generate)."""
+        """The validation loss plus greedy predicted ids.
+
+        DiG: teacher-forced loss, then `generate(pixel_values)` (no labels reach generate). CLIP4STR: the eval-mode
+        forward with labels already decodes (the original's validation: the longest label's steps, no early stop);
+        its logits give the ids, as the original scores validation accuracy from them (PARSeq's `_eval_step`), so
+        each batch is decoded once.
+        """
         if prediction_loss_only or not self.args.predict_with_generate:
             return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            loss = model(**inputs).loss.detach()
-            generator = self.accelerator.unwrap_model(model)
-            ids = generator.generate(pixel_values=inputs["pixel_values"], num_beams=1)
+            outputs = model(**inputs)
+            loss = outputs.loss.detach()
+            if self.model_type == "clip4str":
+                ids = outputs.logits.argmax(-1)
+            else:
+                generator = self.accelerator.unwrap_model(model)
+                ids = generator.generate(pixel_values=inputs["pixel_values"], num_beams=1)
         return loss, ids, inputs["labels"]
 
 
