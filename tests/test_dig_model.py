@@ -133,7 +133,7 @@ def test_rectangular_column_strip_patches(tmp_path):
 def test_generation_defaults():
     model = tiny_model()
     generation = model.generation_config
-    assert generation.max_length == 27  # BOS + 25 characters + EOS (max_label_length counts characters)
+    assert generation.max_new_tokens == 26 and generation.max_length is None  # 25 characters + EOS
     assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (97, 94, 95)
     assert DiGForTextRecognition.is_scene_text_recognizer is True
 
@@ -391,7 +391,7 @@ def test_auto_classes_and_save_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
-    assert GenerationConfig.from_pretrained(tmp_path).max_length == 27
+    assert GenerationConfig.from_pretrained(tmp_path).max_new_tokens == 26
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
     assert torch.equal(reloaded.encoder.position_embeddings, model.encoder.position_embeddings)

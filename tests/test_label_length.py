@@ -74,7 +74,7 @@ def test_recipe_accepts_labels_of_its_maximum_length(path):
     start = 1 if recipe.model.type == "dig" else 0
     assert ids.shape[1] - start <= max_chars + 1
     if recipe.model.type == "dig":
-        assert model.generation_config.max_length == max_chars + 2
+        assert model.generation_config.max_new_tokens == max_chars + 1
     else:
         assert model.config.decoder.num_position_queries == max_chars + 1
 
