@@ -579,8 +579,9 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
     """DiG scene-text recognizer: `encoder` (ViT) -> `linear_norm` -> `decoder` -> `classifier`.
 
     Decode with `generate(pixel_values)`: ids start with the BOS start token (97), stop at EOS (94) and hold at most
-    `max_label_length + 1` generated ids after it (characters + EOS: `generation_config.max_new_tokens`). A converted original checkpoint (`--max_len 25`: 25 steps) has max_label_length 24 and decodes its 25
-    steps; greedy decoding reproduces it. `use_cache=False` is the uncached reference mode (prefix and memory
+    `max_label_length + 1` generated ids after it (characters + EOS: `generation_config.max_new_tokens`). A converted
+    original checkpoint (`--max_len 25`: 25 steps) has max_label_length 24 and decodes its 25 steps; greedy decoding
+    reproduces it. `use_cache=False` is the uncached reference mode (prefix and memory
     projections recomputed at every step).
     """
 
