@@ -87,3 +87,8 @@ def test_data_filter_longer_than_the_model_is_a_clear_error():
     assert data_max_label_length(8, config) == 8
     with pytest.raises(ValueError, match="exceeds the model's max_label_length=10"):
         data_max_label_length(11, config)
+    from processing import DiGTokenizer
+
+    with pytest.raises(ValueError, match="tokenizer takes labels of up to 9 characters"):
+        data_max_label_length(None, config, DiGTokenizer(max_label_length=9))
+    assert data_max_label_length(None, config, build_processor("dig", config).tokenizer) == 10

@@ -195,7 +195,7 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
         save_recipe(recipe, output_dir / RECIPE_FILE)
     set_seed(recipe.train.seed)
     model, processor = build_model(recipe.model)
-    max_len = data_max_label_length(recipe.data.max_label_length, model.config)
+    max_len = data_max_label_length(recipe.data.max_label_length, model.config, processor.tokenizer)
     with args.main_process_first(desc="reading LMDBs"):
         train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples)
         val_set = None

@@ -77,19 +77,26 @@ def build_processor(model_type: str, config: Any) -> Any:
     return CLIP4STRProcessor(CLIP4STRImageProcessor(size={"height": height, "width": width}), tokenizer)
 
 
-def data_max_label_length(requested: int | None, config: Any) -> int:
+def data_max_label_length(requested: int | None, config: Any, tokenizer: Any = None) -> int:
     """The label-length filter for training data: `requested` (data.max_label_length) or, when None, the model's
-    `max_label_length`; both count characters without EOS. Longer than the model can predict is a recipe error."""
+    `max_label_length`; both count characters without EOS. Longer than the model can predict, or than the
+    processor's tokenizer accepts (a folder saved before both meant characters), is a clear error up front."""
     model_max = int(config.max_label_length)
-    if requested is None:
-        return model_max
-    if requested > model_max:
+    length = model_max if requested is None else int(requested)
+    if length > model_max:
         raise ValueError(
-            f"data.max_label_length={requested} exceeds the model's max_label_length={model_max} (characters, EOS "
+            f"data.max_label_length={length} exceeds the model's max_label_length={model_max} (characters, EOS "
             f"not counted): set data.max_label_length<={model_max} or give the model longer labels "
             "(model.config.decoder.max_label_length)"
         )
-    return int(requested)
+    tokenizer_max = getattr(tokenizer, "max_label_length", None)
+    if tokenizer_max is not None and length > tokenizer_max:
+        raise ValueError(
+            f"the processor's tokenizer takes labels of up to {tokenizer_max} characters but the training data keeps "
+            f"{length}: set data.max_label_length={tokenizer_max}, or re-convert the model folder so that its "
+            "tokenizer and config agree"
+        )
+    return length
 
 
 def model_class(model_type: str) -> type:
