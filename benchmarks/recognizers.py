@@ -92,7 +92,7 @@ class RecognizerBench(ABC):
 
     @abstractmethod
     def decode_full_budget(self, pixel_values: torch.Tensor, use_cache: bool) -> torch.Tensor:
-        """Greedy decoding forced to run all `max_label_length` steps (no early stop); `[B, L]` ids."""
+        """Greedy decoding forced to run all `max_label_length + 1` steps (no early stop); `[B, L]` ids."""
 
     def train_step(
         self, pixel_values: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer
@@ -137,7 +137,7 @@ class DiGBench(RecognizerBench):
     @torch.no_grad()
     def decode_full_budget(self, pixel_values: torch.Tensor, use_cache: bool) -> torch.Tensor:
         # min_length = max_length suppresses EOS until the budget is spent: every step is taken in both modes.
-        steps = self.max_label_length + 1  # HF counts the BOS start column
+        steps = self.max_label_length + 2  # characters + EOS, and HF counts the BOS start column
         ids = self.model.generate(
             pixel_values=pixel_values, max_length=steps, min_length=steps, do_sample=False, num_beams=1,
             use_cache=use_cache,

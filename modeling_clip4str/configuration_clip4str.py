@@ -103,6 +103,10 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     image_freeze_nlayer (`int`): image blocks below this index are frozen (-1: none).
     refine_iters (`int`): cloze-mask refinement passes after decoding.
     decode_ar (`bool`): autoregressive decoding (True) or one parallel pass (False).
+    batch_independent_decoding (`bool`): decode every image as it decodes alone (True, default). False keeps the
+        original's batch semantics: its visual loop stops when every row of the batch has an EOS, and that batch-wide
+        length also bounds the cross branch's loop and refinement context, so a row whose cross prediction has no
+        EOS by then reads a different context in different batches (used by the parity tests).
     perm_num (`int`): permutations per training step (PARSeq PLM).
     perm_forward (`bool`): always include the left-to-right permutation.
     perm_mirrored (`bool`): add the flip of every sampled permutation.
@@ -130,6 +134,7 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     image_freeze_nlayer: int = -1
     refine_iters: int = 1
     decode_ar: bool = True
+    batch_independent_decoding: bool = True
     perm_num: int = 6
     perm_forward: bool = True
     perm_mirrored: bool = True

@@ -549,9 +549,12 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         previous_logits: torch.Tensor,
         num_steps: int,
         past_key_values: EncoderDecoderCache | None = None,
+        context_lengths: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Cloze refinement: context = [BOS, argmax(previous[:, :-1])], keys after the first EOS hidden, all queries.
 
+        context_lengths `[B]`: hide each row's context positions from this one on as well (the length the row's
+        context has when it is decoded alone; see `row_decoding_lengths`).
         The content mask is the cloze mask too (the original aliases the two tensors); with depth 1 it is unused.
         """
         batch_size = memory.shape[0]
@@ -559,6 +562,9 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         tokens = torch.cat([bos, previous_logits[:, :-1].argmax(-1)], dim=1)
         padding = (tokens == self.config.eos_token_id).cumsum(-1) > 0
         length = tokens.shape[1]
+        if context_lengths is not None:
+            positions = torch.arange(length, device=tokens.device)
+            padding = padding | (positions[None] >= context_lengths[:, None])
         mask = cloze_mask(num_steps, device=memory.device)
         return decoder(
             tokens,
@@ -570,25 +576,56 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
             past_key_values=past_key_values,
         ).logits
 
+    def row_decoding_lengths(self, visual_logits: torch.Tensor) -> torch.LongTensor:
+        """`[B]` steps the early-stopping visual loop takes for each row decoded alone: up to and including its first
+        EOS, or all the steps of `visual_logits` when it predicted none (then the batch ran them all too)."""
+        is_eos = visual_logits.argmax(-1) == self.config.eos_token_id
+        first_eos = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), visual_logits.shape[1] - 1)
+        return first_eos + 1
+
+    def end_rows_at(self, logits: torch.Tensor, lengths: torch.LongTensor) -> torch.Tensor:
+        """Positions >= each row's length become a certain EOS (probability 1): the row's text and confidence are
+        those of its first `length` steps, as when it is decoded alone and its logits end there."""
+        positions = torch.arange(logits.shape[1], device=logits.device)
+        beyond = positions[None, :, None] >= lengths[:, None, None]
+        certain_eos = torch.full_like(logits, torch.finfo(logits.dtype).min)
+        certain_eos[..., self.config.eos_token_id] = 0
+        return torch.where(beyond, certain_eos, logits)
+
     def decode(
         self,
         pixel_values: torch.FloatTensor,
         max_length: int | None = None,
         use_cache: bool = True,
         output_intermediates: bool = False,
+        batch_independent: bool | None = None,
+        early_stop: bool | None = None,
     ) -> CLIP4STRRecognitionOutput:
         """The original's inference: visual loop -> cross loop -> refinement; the output is the cross branch.
 
         max_length=None is test mode (up to `max_label_length` characters, early stop once every row has an EOS);
-        an explicit max_length is the validation mode (no early stop, `max_length + 1` steps).
+        an explicit max_length is the validation mode (no early stop, `max_length + 1` steps). `early_stop=True` with
+        a max_length is test mode with a shorter cap (`generate(max_new_tokens=...)`).
+
+        batch_independent (default `config.batch_independent_decoding`, True): every row's output is the one it gets
+        decoded alone. The original's early stop is batch-wide: the visual loop runs until every row has an EOS, and
+        that length bounds the cross loop and the cross refinement's context (VamosC/CLIP4STR
+        strhub/models/vl_str/system.py:197, :208, :243-247). A row whose cross prediction has no EOS within its own
+        visual length then reads more context in a batch with a longer row. Batch-independent decoding hides, in each
+        row's refinement context, the positions past the row's own visual length (they do not exist when it is
+        decoded alone); without refinement, the logits past it become a certain EOS.
         """
-        early_stop = max_length is None
+        if early_stop is None:
+            early_stop = max_length is None
+        if batch_independent is None:
+            batch_independent = self.config.batch_independent_decoding
         max_length = (
             self.config.max_label_length if max_length is None else min(max_length, self.config.max_label_length)
         )
         num_steps = max_length + 1
         image_memory = self.get_image_features(pixel_values)
 
+        row_lengths = None
         if self.config.decode_ar:
             visual_logits, visual_cache = self._greedy_loop(
                 self.visual_decoder, image_memory, num_steps, early_stop, use_cache
@@ -596,6 +633,8 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
             cross_steps = visual_logits.shape[1]
             memory, caption_ids_ar, text_memory_ar = self.cross_memory(visual_logits, image_memory)
             cross_logits, _ = self._greedy_loop(self.cross_decoder, memory, cross_steps, False, use_cache)
+            if early_stop and batch_independent:
+                row_lengths = self.row_decoding_lengths(visual_logits)
         else:
             visual_cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if use_cache else None
             visual_logits = self._parallel_pass(self.visual_decoder, image_memory, num_steps, visual_cache)
@@ -611,10 +650,18 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
                 if visual_cache is not None
                 else None
             )
-            visual_logits = self._refine(self.visual_decoder, image_memory, visual_logits, num_steps, refine_cache)
+            visual_logits = self._refine(
+                self.visual_decoder, image_memory, visual_logits, num_steps, refine_cache, row_lengths
+            )
             # The caption is rebuilt from the refined visual prediction, so the cross memory is recomputed.
             memory, caption_ids, text_memory = self.cross_memory(visual_logits, image_memory)
-            cross_logits = self._refine(self.cross_decoder, memory, cross_logits, num_steps)
+            cross_logits = self._refine(
+                self.cross_decoder, memory, cross_logits, num_steps, context_lengths=row_lengths
+            )
+            row_lengths = None  # refined logits span every step, for every row, in any batch
+        if row_lengths is not None:  # no refinement: the loops' logits are the output
+            visual_logits = self.end_rows_at(visual_logits, row_lengths)
+            cross_logits = self.end_rows_at(cross_logits, row_lengths)
 
         output = CLIP4STRRecognitionOutput(logits=cross_logits, visual_logits=visual_logits)
         if output_intermediates:
@@ -766,30 +813,57 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         output_scores: bool | None = None,
         return_dict_in_generate: bool | None = None,
+        batch_independent: bool | None = None,
         **kwargs: Any,
     ) -> torch.LongTensor | GenerateEncoderDecoderOutput:
         """Greedy recognition: `[B, L]` ids WITHOUT a start token (argmax of the cross logits, L = 26 after
         refinement; cut at the first EOS when decoding). With `output_scores` and `return_dict_in_generate` the
         per-step logits come back as `scores` (confidence = product of max softmax up to and including EOS).
-        Other generate() kwargs (labels, max_length, num_beams, ...) are accepted and ignored: decoding is the
-        original's fixed greedy loop + refinement.
+
+        Decoding is the original's greedy loops + refinement. `max_new_tokens` / `max_length` (given here or in a
+        `generation_config`) cap the returned ids (no start token, so both count the same ids; the smaller wins) and
+        the decoding steps with them. Beam search and sampling do not exist for this decoder: `num_beams > 1` or
+        `do_sample=True` raise. `batch_independent`: see `decode` (default `config.batch_independent_decoding`).
+        Other generate() kwargs (labels, ...) are accepted and ignored.
         """
         if pixel_values is None:
             pixel_values = kwargs.pop("inputs", None)
         if pixel_values is None:
             raise ValueError("generate() needs pixel_values (from the CLIP4STR image processor).")
         generation_config = kwargs.get("generation_config")
+
+        def setting(name: str) -> Any:
+            """A generation parameter the caller set: a kwarg, else a field of the generation_config they passed."""
+            if kwargs.get(name) is not None:
+                return kwargs[name]
+            return getattr(generation_config, name, None) if generation_config is not None else None
+
         if output_scores is None:
-            output_scores = getattr(generation_config, "output_scores", False) if generation_config else False
+            output_scores = bool(setting("output_scores"))
         if return_dict_in_generate is None:
-            return_dict_in_generate = (
-                getattr(generation_config, "return_dict_in_generate", False) if generation_config else False
-            )
+            return_dict_in_generate = bool(setting("return_dict_in_generate"))
         if use_cache is None:  # the uncached reference path: use_cache=False here or in the generation config
             use_cache = getattr(generation_config or self.generation_config, "use_cache", True) is not False
-        if kwargs.get("num_beams", 1) not in (None, 1):
-            logger.warning_once("CLIP4STR decodes greedily (the original's algorithm); num_beams is ignored.")
-        logits = self.decode(pixel_values.to(self.dtype), use_cache=use_cache).logits
+        if (setting("num_beams") or 1) > 1:
+            raise ValueError(
+                "CLIP4STR decodes greedily (the original's visual/cross loops + refinement): num_beams > 1 is not "
+                "supported; call generate() with num_beams=1."
+            )
+        if setting("do_sample"):
+            raise ValueError("CLIP4STR decodes greedily: do_sample=True is not supported; call generate() without it.")
+        caps = [int(v) for v in (setting("max_new_tokens"), setting("max_length")) if v is not None]
+        num_steps = min([self.config.decoder.num_position_queries, *caps])
+        if num_steps < 1:
+            raise ValueError(
+                f"max_new_tokens / max_length must be >= 1 (got {min(caps)}): every text needs an EOS step."
+            )
+        logits = self.decode(
+            pixel_values.to(self.dtype),
+            max_length=num_steps - 1,
+            early_stop=True,
+            use_cache=use_cache,
+            batch_independent=batch_independent,
+        ).logits
         sequences = logits.argmax(-1)
         if not return_dict_in_generate:
             return sequences

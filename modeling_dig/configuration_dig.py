@@ -148,7 +148,9 @@ class DiGDecoderConfig(PreTrainedConfig):
         num_hidden_layers (`int`): decoder layers.
         num_attention_heads (`int`): heads of both attentions.
         ffn_dim (`int`): FFN inner width (256 for the released model, smaller than d_model).
-        max_label_length (`int`): maximum characters per word (the EOS comes on top).
+        max_label_length (`int`): the longest label in characters, without EOS: the decoder predicts up to
+            `max_label_length + 1` ids (characters + EOS). The original's `--max_len N` decodes N steps, i.e. N - 1
+            characters (the converter maps it so).
         n_position (`int`): rows of the sinusoid position table (stored in the state dict).
         dropout (`float`): dropout on embeddings, after attention/FFN outputs and inside the FFN.
         attention_dropout (`float`): dropout on attention probabilities.

@@ -222,7 +222,7 @@ def infer_config(
             "--decoder-num-heads",
         ),
         ffn_dim=need("decoder.layer_stack.0.mlp.w_1.weight")[0],
-        max_label_length=int(get("max_len", 25)),
+        max_label_length=int(get("max_len", 25)) - 1,  # --max_len counts decoding steps: characters + EOS
         n_position=need("decoder.position_enc.position_table")[1],
     )
     return DiGConfig(encoder=encoder, decoder=decoder, label_smoothing=float(get("smoothing", 0.0)))
@@ -311,12 +311,12 @@ def build_model(hf_state_dict: dict[str, torch.Tensor], config: DiGConfig):
 
 
 def _save_processing(output_dir: Path, max_label_length: int) -> list[str]:
-    """Tokenizer (labels of up to max_label_length - 1 characters + EOS), image processor and processor, with
+    """Tokenizer (labels of up to max_label_length characters, then EOS), image processor and processor, with
     their code."""
     from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
     from processing.auto_registration import save_processor_with_code
 
-    tokenizer = DiGTokenizer(max_label_length=max_label_length - 1)
+    tokenizer = DiGTokenizer(max_label_length=max_label_length)
     save_processor_with_code(DiGProcessor(image_processor=DiGImageProcessor(), tokenizer=tokenizer), output_dir)
     return ["processor"]
 
@@ -358,7 +358,7 @@ def convert_checkpoint(
         ),
         decoder_summary=(
             f"transformer, d_model {dec.d_model}, {dec.num_hidden_layers} layers, {dec.num_attention_heads} heads, "
-            f"FFN {dec.ffn_dim}, {dec.vocab_size} classes, max {dec.max_label_length} steps"
+            f"FFN {dec.ffn_dim}, {dec.vocab_size} classes, labels up to {dec.max_label_length} characters"
         ),
         num_parameters=model.num_parameters(),
         repo_id=push_to_hub,

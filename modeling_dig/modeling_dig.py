@@ -579,8 +579,9 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
     """DiG scene-text recognizer: `encoder` (ViT) -> `linear_norm` -> `decoder` -> `classifier`.
 
     Decode with `generate(pixel_values)`: ids start with the BOS start token (97), stop at EOS (94) and hold at most
-    `max_label_length` (25) generated ids after it (`generation_config.max_length` 26), like the original's 25-step
-    loop; greedy decoding reproduces it. `use_cache=False` is the uncached reference mode (prefix and memory
+    `max_label_length + 1` generated ids after it (characters + EOS: `generation_config.max_new_tokens`). A converted
+    original checkpoint (`--max_len 25`: 25 steps) has max_label_length 24 and decodes its 25 steps; greedy decoding
+    reproduces it. `use_cache=False` is the uncached reference mode (prefix and memory
     projections recomputed at every step).
     """
 
@@ -597,12 +598,21 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         self.decoder = DiGDecoder(config.decoder)
         self.classifier = nn.Linear(config.decoder.d_model, config.decoder.vocab_size)
         self.post_init()
-        # the original decodes max_label_length (25) steps from BOS; HF counts the start token in max_length
-        self.generation_config.max_length = config.decoder.max_label_length + 1
+        # the budget is characters + EOS; as max_new_tokens, a caller's max_new_tokens replaces it without a warning
+        self.generation_config.max_new_tokens = config.decoder.max_label_length + 1
+        self.generation_config.max_length = None
         self.generation_config.decoder_start_token_id = config.decoder_start_token_id
         self.generation_config.bos_token_id = config.decoder_start_token_id
         self.generation_config.eos_token_id = config.eos_token_id
         self.generation_config.pad_token_id = config.pad_token_id
+
+    def generate(self, *args, **kwargs):
+        """transformers' `generate`. The default budget is `generation_config.max_new_tokens` (max_label_length + 1:
+        characters + EOS); a `max_length` passed here replaces it (transformers would otherwise warn that both are
+        set and ignore the max_length)."""
+        if kwargs.get("max_length") is not None and kwargs.get("max_new_tokens") is None:
+            kwargs["max_new_tokens"] = None
+        return super().generate(*args, **kwargs)
 
     def set_attn_implementation(self, attn_implementation: str | dict, *args, **kwargs) -> None:
         """As PreTrainedModel's; the encoder/decoder are plain modules reading the sub-configs, which are set here

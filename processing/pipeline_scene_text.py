@@ -190,8 +190,12 @@ class SceneTextRecognitionSteps:
             return {"sequences": output.sequences if hasattr(output, "sequences") else output}
         if getattr(output, "scores", None) is None:
             raise ValueError(f"{type(self.model).__name__}.generate() returned no scores: confidences are unavailable")
-        # Stacked to [B, L, C] so the pipeline's batch splitting can slice it along the batch.
-        probs = torch.stack([step.float() for step in output.scores], dim=1).softmax(dim=-1)
+        # One row per image ([B, L, C]; [B, L, 1] after beam search) so the pipeline's batch splitting can slice it.
+        step_probabilities = getattr(self.processor, "step_probabilities", None)
+        if step_probabilities is not None:
+            probs = step_probabilities(output)
+        else:
+            probs = torch.stack([step.float() for step in output.scores], dim=1).softmax(dim=-1)
         return {"sequences": output.sequences, "probs": probs}
 
     def _scene_text_postprocess(

@@ -34,6 +34,42 @@ def scores_to_probs(scores: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tens
     return scores.float()
 
 
+def beam_step_probs(
+    sequences: torch.Tensor, scores: Sequence[torch.Tensor], beam_indices: torch.Tensor
+) -> torch.Tensor:
+    """`[B, L, 1]` probability of each returned beam's own token at each of its steps, under its own beam.
+
+    Beam search's `scores` hold one row per live beam (`[B * num_beams, V]` per step); `beam_indices` `[B, L]` says
+    which row produced each returned sequence's token (-1 once the beam finished; those steps get probability 1).
+    The last axis has one class, so "max over classes" (the greedy confidence) is the chosen token's probability:
+    the product up to EOS is the beam's probability, the greedy confidence when num_beams=1.
+    """
+    if not scores:
+        raise ValueError("scores is empty: generate() produced no steps")
+    stacked = torch.stack([step.float() for step in scores], dim=1).log_softmax(dim=-1)  # [B*beams, S, V]
+    finished = beam_indices < 0
+    length = int((~finished).sum(-1).max()) if finished.numel() else 0
+    beams = beam_indices[:, :length].clamp(min=0).to(stacked.device)
+    tokens = sequences[:, sequences.shape[1] - length :].to(stacked.device)
+    steps = torch.arange(length, device=stacked.device)[None, :].expand_as(beams)
+    chosen = stacked[beams, steps, tokens].exp().masked_fill(finished[:, :length].to(stacked.device), 1.0)
+    return chosen.unsqueeze(-1)
+
+
+def generation_step_probs(output: Any) -> torch.Tensor:
+    """Per-step probabilities of a `generate(output_scores=True, return_dict_in_generate=True)` output, aligned with
+    its `sequences`: `[B, L, C]` for greedy decoding, `[B, L, 1]` (each beam's own tokens) for beam search."""
+    scores = getattr(output, "scores", None)
+    if scores is None:
+        raise ValueError(
+            "the generate() output has no scores: call generate(..., output_scores=True, return_dict_in_generate=True)"
+        )
+    beam_indices = getattr(output, "beam_indices", None)
+    if beam_indices is not None:
+        return beam_step_probs(output.sequences, scores, beam_indices)
+    return scores_to_probs(scores)
+
+
 class SceneTextProcessor(ProcessorMixin):
     """Wraps a `SceneTextImageProcessor` and a `CharacterTokenizer`.
 
@@ -116,25 +152,37 @@ class SceneTextProcessor(ProcessorMixin):
 
         Args:
             sequences: `[B, L]` ids, or a `generate(return_dict_in_generate=True)` output (its `sequences` and,
-                when `scores` is None, its `scores` are used).
+                when `scores` is None, its `scores` and, after beam search, `beam_indices` are used).
             scores: per-step logits as a tuple (what `generate(output_scores=True)` returns) or a `[B, L, C]`
                 probability tensor; needed for confidences.
-            return_confidence: also return the product of the per-step max probabilities up to and including EOS.
+            return_confidence: also return the product of the per-step max probabilities up to and including EOS
+                (after beam search: of the beam's own token probabilities, i.e. the beam's probability).
         """
+        probs = None
         if hasattr(sequences, "sequences"):
-            if scores is None:
-                scores = getattr(sequences, "scores", None)
+            if return_confidence and scores is None:
+                probs = generation_step_probs(sequences)  # beam search: each beam's own scores (beam_indices)
             sequences = sequences.sequences
         if not return_confidence:
             return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
-        if scores is None:
-            raise ValueError(
-                "return_confidence=True needs the generation scores: call generate(..., output_scores=True, "
-                "return_dict_in_generate=True) and pass `scores=` (or pass the whole output)"
-            )
-        return self.tokenizer.decode_with_confidence(
-            sequences, scores_to_probs(scores), skip_special_tokens=skip_special_tokens
-        )
+        if probs is None:
+            if scores is None:
+                raise ValueError(
+                    "return_confidence=True needs the generation scores: call generate(..., output_scores=True, "
+                    "return_dict_in_generate=True) and pass the whole output (or `scores=`)"
+                )
+            probs = scores_to_probs(scores)
+            if probs.shape[0] != len(sequences):
+                raise ValueError(
+                    f"scores have {probs.shape[0]} rows for {len(sequences)} sequences (beam search keeps one row per "
+                    "beam): pass the whole generate() output, whose beam_indices pick each sequence's own beam"
+                )
+        return self.tokenizer.decode_with_confidence(sequences, probs, skip_special_tokens=skip_special_tokens)
+
+    def step_probabilities(self, output: Any) -> torch.Tensor:
+        """Per-step probabilities of a `generate(output_scores=True, return_dict_in_generate=True)` output, one row
+        per returned sequence (see `generation_step_probs`); what `batch_decode` reads confidences from."""
+        return generation_step_probs(output)
 
     def decode(self, sequence: Any, skip_special_tokens: bool = True, **kwargs: Any) -> str:
         """The string of one generated sequence."""
@@ -153,4 +201,4 @@ class SceneTextProcessor(ProcessorMixin):
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens)
 
 
-__all__ = ["SceneTextProcessor", "scores_to_probs"]
+__all__ = ["SceneTextProcessor", "beam_step_probs", "generation_step_probs", "scores_to_probs"]

@@ -19,15 +19,15 @@ class DiGTokenizer(CharacterTokenizer):
     Args:
         vocab_file: a saved `vocab.json`; when absent, the vocabulary is built from `charset`.
         charset: the characters in class order (default `CHARSET_94`).
-        max_label_length: the longest label in characters. DiG decodes 25 steps, so 24 characters + EOS fit
-            (the original data loader also dropped 24-character labels; that filter belongs to `processing.labels`).
+        max_label_length: the longest label in characters, without EOS (the model config's `max_label_length`;
+            a converted original `--max_len 25` model: 24).
     """
 
     def __init__(
         self,
         vocab_file: str | None = None,
         charset: str | None = None,
-        max_label_length: int = 24,
+        max_label_length: int = 25,
         eos_token: str = "[EOS]",
         bos_token: str = "[BOS]",
         pad_token: str = "[PAD]",

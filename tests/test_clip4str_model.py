@@ -93,7 +93,6 @@ def test_generate_returns_ids_without_start_token_and_scores(pixels):
             output_scores=True,
             return_dict_in_generate=True,
             labels=None,
-            max_length=5,
             num_beams=1,
         )
     assert torch.equal(ids, logits.argmax(-1))

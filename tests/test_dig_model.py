@@ -134,7 +134,7 @@ def test_rectangular_column_strip_patches(tmp_path):
 def test_generation_defaults():
     model = tiny_model()
     generation = model.generation_config
-    assert generation.max_length == 26  # BOS + 25 steps, as the original's max_len 25
+    assert generation.max_new_tokens == 26 and generation.max_length is None  # 25 characters + EOS
     assert (generation.decoder_start_token_id, generation.eos_token_id, generation.pad_token_id) == (97, 94, 95)
     assert DiGForTextRecognition.is_scene_text_recognizer is True
 
@@ -314,7 +314,7 @@ def test_generate_cached_equals_uncached(num_beams, mixed_lengths):
     if mixed_lengths:
         assert torch.any(cached.sequences == 94) and cached.sequences.shape[1] < 26
     assert torch.equal(cached.sequences, uncached.sequences)
-    assert cached.sequences.shape[1] <= 26
+    assert cached.sequences.shape[1] <= 27  # BOS + 25 characters + EOS
     for a, b in zip(cached.logits, uncached.logits):
         assert_close(a, b, rel=1e-5)
     if num_beams > 1:
@@ -427,7 +427,7 @@ def test_auto_classes_and_save_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
-    assert GenerationConfig.from_pretrained(tmp_path).max_length == 26
+    assert GenerationConfig.from_pretrained(tmp_path).max_new_tokens == 26
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
     assert torch.equal(reloaded.encoder.position_embeddings, model.encoder.position_embeddings)

@@ -76,7 +76,8 @@ def test_converted_config_sizes(dig_fixtures):
     assert (enc.hidden_size, enc.num_hidden_layers, enc.num_attention_heads, enc.intermediate_size) == (96, 2, 3, 384)
     assert enc.use_final_norm and enc.use_mask_token and enc.qkv_bias
     assert (dec.d_model, dec.num_hidden_layers, dec.num_attention_heads, dec.ffn_dim) == (128, 2, 4, 64)
-    assert (dec.vocab_size, dec.max_label_length, dec.n_position) == (97, 25, 200)
+    # --max_len 25 is 25 decoding steps: 24 characters + EOS
+    assert (dec.vocab_size, dec.max_label_length, dec.n_position) == (97, 24, 200)
     manifest = json.loads((dig_fixtures / "manifest.json").read_text())
     num_params = sum(p.numel() for p in _converted(str(dig_fixtures), "eager").parameters())
     assert num_params == manifest["architecture"]["recognizer"]["num_parameters"]
@@ -154,7 +155,8 @@ def test_full_size_key_coverage(dig_fixtures):
     hf_state_dict, config = convert_state_dict(state_dict, args)
     reference = DiGConfig.from_preset("vit-small")
     assert config.encoder.to_dict() == {**reference.encoder.to_dict(), "drop_path_rate": 0.1}
-    assert config.decoder.to_dict() == reference.decoder.to_dict()
+    # the released model's --max_len 25 decodes 25 steps: 24 characters (the preset's default is 25)
+    assert config.decoder.to_dict() == {**reference.decoder.to_dict(), "max_label_length": 24}
     target = expected_shapes(config)
     assert set(hf_state_dict) == set(target)
     for item in spec:

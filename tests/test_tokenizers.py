@@ -18,7 +18,7 @@ def test_dig_layout_matches_original_classes():
     assert len(tok) == 98
     assert [tok.convert_ids_to_tokens(i) for i in range(94)] == list(CHARSET_94)
     assert (tok.eos_token_id, tok.pad_token_id, tok.unk_token_id, tok.bos_token_id) == (94, 95, 96, 97)
-    assert tok.max_label_length == 24
+    assert tok.max_label_length == 25  # characters, EOS not counted (a converted --max_len 25 model: 24)
 
 
 def test_parseq_layout_matches_original_itos(clip4str_fixtures):

@@ -156,7 +156,8 @@ def recognize(
         out = model.generate(
             pixel_values=pixel_values, num_beams=num_beams, output_scores=True, return_dict_in_generate=True
         )
-        decoded, conf = processor.batch_decode(out.sequences, scores=out.scores, return_confidence=True)
+        # the whole output: after beam search its beam_indices pick each text's own beam scores
+        decoded, conf = processor.batch_decode(out, return_confidence=True)
         texts.extend(decoded)
         confidences.extend(float(c) for c in conf)
         progress.update(len(batch))

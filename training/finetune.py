@@ -23,7 +23,7 @@ from .checkpoints import checkpoint_problem, newest_complete_checkpoint
 from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
-from .models import build_model
+from .models import build_model, data_max_label_length
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
 from .plots import plot_training_curves
 from .recipes import OptimRecipe, Recipe, save_recipe
@@ -71,14 +71,24 @@ class SceneTextTrainer(Seq2SeqTrainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
         ignore_keys: list[str] | None = None, **gen_kwargs: Any,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """Teacher-forced loss plus greedy `generate(pixel_values)` ids (no labels reach generate)."""
+        """The validation loss plus greedy predicted ids.
+
+        DiG: teacher-forced loss, then `generate(pixel_values)` (no labels reach generate). CLIP4STR: the eval-mode
+        forward with labels already decodes (the original's validation: the longest label's steps, no early stop);
+        its logits give the ids, as the original scores validation accuracy from them (PARSeq's `_eval_step`), so
+        each batch is decoded once.
+        """
         if prediction_loss_only or not self.args.predict_with_generate:
             return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            loss = model(**inputs).loss.detach()
-            generator = self.accelerator.unwrap_model(model)
-            ids = generator.generate(pixel_values=inputs["pixel_values"], num_beams=1)
+            outputs = model(**inputs)
+            loss = outputs.loss.detach()
+            if self.model_type == "clip4str":
+                ids = outputs.logits.argmax(-1)
+            else:
+                generator = self.accelerator.unwrap_model(model)
+                ids = generator.generate(pixel_values=inputs["pixel_values"], num_beams=1)
         return loss, ids, inputs["labels"]
 
 
@@ -200,7 +210,7 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
         save_recipe(recipe, output_dir / RECIPE_FILE)
     set_seed(recipe.train.seed)
     model, processor = build_model(recipe.model)
-    max_len = recipe.data.max_label_length
+    max_len = data_max_label_length(recipe.data.max_label_length, model.config, processor.tokenizer)
     with args.main_process_first(desc="reading LMDBs"):
         train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples)
         val_set = None

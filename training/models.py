@@ -60,20 +60,43 @@ def build_config(recipe: ModelRecipe) -> Any:
 
 def build_processor(model_type: str, config: Any) -> Any:
     """The model family's default processor, sized to the model's input (DiG: 32x128 and 97 classes by default;
-    CLIP4STR: 224x224 and the 94-char charset by default)."""
+    CLIP4STR: 224x224 and the 94-char charset by default); its tokenizer takes labels of up to the model's
+    `max_label_length` characters."""
     _check_type(model_type)
     if model_type == "dig":
         from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
 
         height, width = config.encoder.image_size
-        return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), DiGTokenizer())
+        tokenizer = DiGTokenizer(max_label_length=config.max_label_length)
+        return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), tokenizer)
     from modeling_clip4str.configuration_clip4str import as_pair
     from processing import CLIP4STRImageProcessor, CLIP4STRProcessor, PARSeqTokenizer
 
     height, width = as_pair(config.vision_config.image_size, "vision_config.image_size")
-    return CLIP4STRProcessor(
-        CLIP4STRImageProcessor(size={"height": height, "width": width}), PARSeqTokenizer(charset=config.charset_train)
-    )
+    tokenizer = PARSeqTokenizer(charset=config.charset_train, max_label_length=config.max_label_length)
+    return CLIP4STRProcessor(CLIP4STRImageProcessor(size={"height": height, "width": width}), tokenizer)
+
+
+def data_max_label_length(requested: int | None, config: Any, tokenizer: Any = None) -> int:
+    """The label-length filter for training data: `requested` (data.max_label_length) or, when None, the model's
+    `max_label_length`; both count characters without EOS. Longer than the model can predict, or than the
+    processor's tokenizer accepts (a folder saved before both meant characters), is a clear error up front."""
+    model_max = int(config.max_label_length)
+    length = model_max if requested is None else int(requested)
+    if length > model_max:
+        raise ValueError(
+            f"data.max_label_length={length} exceeds the model's max_label_length={model_max} (characters, EOS "
+            f"not counted): set data.max_label_length<={model_max} or give the model longer labels "
+            "(model.config.decoder.max_label_length)"
+        )
+    tokenizer_max = getattr(tokenizer, "max_label_length", None)
+    if tokenizer_max is not None and length > tokenizer_max:
+        raise ValueError(
+            f"the processor's tokenizer takes labels of up to {tokenizer_max} characters but the training data keeps "
+            f"{length}: set data.max_label_length={tokenizer_max}, or re-convert the model folder so that its "
+            "tokenizer and config agree"
+        )
+    return length
 
 
 def model_class(model_type: str) -> type:

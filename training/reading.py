@@ -58,22 +58,18 @@ def read_images(
 def read_with_pipeline(
     model_dir: str | Path, paths: Sequence[Path], device: Any = None, batch_size: int = 16
 ) -> list[dict[str, Any]]:
-    """The same through `pipeline("image-to-text")`: image in, `[{"generated_text", "confidence"}]` out."""
+    """The same through the scene-text pipeline: image in, `[{"generated_text", "confidence"}]` out.
+
+    Library mode asks for "image-text-to-text", the task transformers 5 redirects "image-to-text" to (our
+    registered pipeline serves both names), so transformers prints no redirect notice.
+    """
     from transformers import pipeline
 
     # Importing the model packages registers the scene-text pipeline (library mode, no remote code needed).
     import modeling_clip4str  # noqa: F401
     import modeling_dig  # noqa: F401
 
-    # transformers 5 redirects "image-to-text" to "image-text-to-text" with a warning whose logging call is
-    # malformed (it passes UserWarning as a %-argument: "--- Logging error ---"); the redirect is intended here.
-    pipelines_logger = logging.getLogger("transformers.pipelines")
-    level = pipelines_logger.level
-    pipelines_logger.setLevel(logging.ERROR)
-    try:
-        reader = pipeline("image-to-text", model=str(model_dir), device=device)
-    finally:
-        pipelines_logger.setLevel(level)
+    reader = pipeline("image-text-to-text", model=str(model_dir), device=device)
     images = [open_image(p) for p in paths]
     outputs = reader(images, return_confidence=True, batch_size=batch_size)
     results = []

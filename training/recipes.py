@@ -71,7 +71,11 @@ class DataRecipe:
     train: list[str] = _doc("training LMDB roots or LMDB folders", default_factory=list)
     val: list[str] = _doc("validation LMDB roots or LMDB folders (accuracy during training)", default_factory=list)
     augment: str = _doc("training augmentation: 'dig' (ABINet-style), 'parseq' (RandAugment) or 'none'", default="none")
-    max_label_length: int = _doc("labels longer than this are skipped (counted, logged)", default=25)
+    max_label_length: int | None = _doc(
+        "labels longer than this many characters (EOS not counted) are skipped (counted, logged); null = the "
+        "model's max_label_length, which it may not exceed",
+        default=None,
+    )
     max_train_samples: int | None = _doc("use only the first N training samples (debugging)", default=None)
     max_val_samples: int | None = _doc("use only the first N validation samples", default=None)
     synthetic: SyntheticRecipe | None = _doc(
