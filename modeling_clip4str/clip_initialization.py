@@ -14,7 +14,6 @@ The decoders keep their fresh initialisation.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from .configuration_clip4str import CLIP4STRConfig, build_preset_kwargs
 from .modeling_clip4str import CLIP4STRForTextRecognition
+from .torchscript_weights import is_torchscript_archive, load_torchscript_state_dict
 from .weight_conversion import LoadReport, clip_dims_from_state_dict, convert_clip_state_dict, load_converted
 
 logger = logging.getLogger(__name__)
@@ -56,19 +56,35 @@ def round_like_original(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return rounded
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+# Tensors every OpenAI-layout ViT CLIP has (both towers, both projections): a file without them is not one.
+REQUIRED_CLIP_KEYS = (
+    "visual.conv1.weight",
+    "visual.class_embedding",
+    "visual.positional_embedding",
+    "visual.proj",
+    "token_embedding.weight",
+    "positional_embedding",
+    "text_projection",
+    "ln_final.weight",
+)
+
+
+def _check_clip_keys(state_dict: Mapping[str, Any], path: Path) -> None:
+    missing = [key for key in REQUIRED_CLIP_KEYS if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"{path} does not hold an OpenAI/open_clip ViT CLIP state dict (missing {missing}); expected an OpenAI "
+            "TorchScript .pt, an open_clip state dict, a {'model': state_dict} file or a .safetensors file."
+        )
 
 
 def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A CLIP state dict in OpenAI key layout from a local file, without unpickling arbitrary objects.
+    """A CLIP state dict in OpenAI key layout from a local file; nothing in the file is ever executed.
 
-    OpenAI's `.pt` files are TorchScript archives: `torch.jit.load` reads them with TorchScript's own
-    deserializer, which only rebuilds TorchScript types and tensors (no Python globals are imported), then we keep
-    `.state_dict()`. Everything else goes through `torch.load(weights_only=True)` or safetensors.
+    OpenAI's `.pt` files are TorchScript archives: `torch.jit.load` would compile and run their code (each
+    object's `__setstate__`), so `torchscript_weights` reads their tensors with a restricted unpickler instead.
+    Everything else goes through `torch.load(weights_only=True)` or safetensors. The result must have the tensors
+    of both CLIP towers (`REQUIRED_CLIP_KEYS`).
     """
     path = Path(path)
     if not path.is_file():
@@ -76,9 +92,16 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    if _is_torchscript_archive(path):
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        try:
+            state_dict = load_file(str(path))
+        except Exception as error:
+            raise ValueError(f"{path} is not a readable .safetensors file ({error})") from error
+        _check_clip_keys(state_dict, path)
+        return state_dict
+    if is_torchscript_archive(path):
+        state_dict = load_torchscript_state_dict(path)
+        _check_clip_keys(state_dict, path)
+        return state_dict
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -91,9 +114,11 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             if wrapper in loaded and isinstance(loaded[wrapper], Mapping):
                 loaded = loaded[wrapper]
                 break
-    if not isinstance(loaded, Mapping) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in loaded}:
-        raise ValueError(f"{path} does not hold an OpenAI/open_clip ViT CLIP state dict (no 'visual.conv1.weight').")
-    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path} does not hold a CLIP state dict (a {type(loaded).__name__}).")
+    state_dict = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    _check_clip_keys(state_dict, path)
+    return state_dict
 
 
 def config_from_clip_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> CLIP4STRConfig:
