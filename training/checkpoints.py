@@ -1,0 +1,117 @@
+"""Checkpoint folders that are either complete or invisible, and the newest complete one for resuming.
+
+A run killed while saving leaves a half-written folder. Writers therefore fill a temporary sibling folder, fsync it
+and rename it to its final name (`atomic_folder`); readers still check the files they need
+(`newest_complete_checkpoint`), so folders from older versions or damaged disks are skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".incomplete-"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of `folder` (recursively) and the folders themselves to disk."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+
+
+def temporary_sibling(final: str | os.PathLike) -> Path:
+    """The temporary name `atomic_folder` writes `final` under (same directory, so the rename is atomic)."""
+    final = Path(final)
+    return final.parent / f"{TEMP_PREFIX}{final.name}"
+
+
+def publish_folder(temporary: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """fsync `temporary`, then rename it to `final` (replacing an older `final`)."""
+    temporary, final = Path(temporary), Path(final)
+    fsync_tree(temporary)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync(final.parent)
+    return final
+
+
+@contextmanager
+def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a fresh temporary folder; on success it becomes `final` in one rename, on error it is removed."""
+    temporary = temporary_sibling(final)
+    if temporary.exists():  # left by a killed writer
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    publish_folder(temporary, final)
+
+
+def incomplete_reason(folder: str | os.PathLike, required_files: Sequence[str | tuple[str, ...]]) -> str | None:
+    """Why `folder` is not a usable checkpoint (a missing or empty file), or None when it is complete. An entry
+    of `required_files` may be a tuple of alternatives (any one of them, non-empty, will do)."""
+    folder = Path(folder)
+    for entry in required_files:
+        names = (entry,) if isinstance(entry, str) else tuple(entry)
+        sizes = {name: (folder / name).stat().st_size for name in names if (folder / name).is_file()}
+        if not sizes:
+            return f"{' or '.join(names)} is missing"
+        if not any(sizes.values()):
+            return f"{' or '.join(sizes)} is empty"
+    return None
+
+
+def numbered_folders(folder: str | os.PathLike, pattern: str) -> list[tuple[int, Path]]:
+    """`(number, path)` of the sub-folders whose name matches `pattern` (one integer group), ascending."""
+    folder, regex = Path(folder), re.compile(pattern)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := regex.fullmatch(p.name))]
+    return sorted(found)
+
+
+def newest_complete_checkpoint(
+    folder: str | os.PathLike,
+    required_files: Sequence[str | tuple[str, ...]],
+    pattern: str = r"checkpoint-(\d+)",
+) -> Path | None:
+    """The highest-numbered checkpoint folder under `folder` that has all `required_files` (non-empty); newer
+    incomplete ones are skipped with a warning that says which and why."""
+    for _, path in reversed(numbered_folders(folder, pattern)):
+        reason = incomplete_reason(path, required_files)
+        if reason is None:
+            return path
+        logger.warning("skipping checkpoint %s: incomplete (%s), probably interrupted while saving", path, reason)
+    return None
+
+
+__all__ = [
+    "atomic_folder",
+    "fsync_tree",
+    "incomplete_reason",
+    "newest_complete_checkpoint",
+    "numbered_folders",
+    "publish_folder",
+    "temporary_sibling",
+]
