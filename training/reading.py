@@ -55,14 +55,27 @@ def read_images(
 
 
 def read_with_pipeline(
-    model_dir: str | Path, paths: Sequence[Path], device: Any = None, batch_size: int = 16
+    model_dir: str | Path,
+    paths: Sequence[Path],
+    device: Any = None,
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
-    """The same through `pipeline("image-to-text")`: image in, `[{"generated_text", "confidence"}]` out."""
+    """The same through `pipeline("image-to-text")`: image in, `[{"generated_text", "confidence"}]` out. DiG /
+    CLIP4STR folders run the installed classes; other model types need `trust_remote_code=True`."""
     from transformers import pipeline
 
     # Importing the model packages registers the scene-text pipeline (library mode, no remote code needed).
     import modeling_clip4str  # noqa: F401
     import modeling_dig  # noqa: F401
+
+    from .models import LIBRARY_MODEL_TYPES, _refuse_remote_code, is_saved_model, saved_model_type
+
+    if not is_saved_model(model_dir):
+        raise FileNotFoundError(f"{model_dir} is not a saved model folder (no config.json)")
+    model_type = saved_model_type(model_dir)
+    if model_type not in LIBRARY_MODEL_TYPES and not trust_remote_code:
+        raise _refuse_remote_code(Path(model_dir), model_type)
 
     # transformers 5 redirects "image-to-text" to "image-text-to-text" with a warning whose logging call is
     # malformed (it passes UserWarning as a %-argument: "--- Logging error ---"); the redirect is intended here.
@@ -70,7 +83,7 @@ def read_with_pipeline(
     level = pipelines_logger.level
     pipelines_logger.setLevel(logging.ERROR)
     try:
-        reader = pipeline("image-to-text", model=str(model_dir), device=device)
+        reader = pipeline("image-to-text", model=str(model_dir), device=device, trust_remote_code=trust_remote_code)
     finally:
         pipelines_logger.setLevel(level)
     images = [open_image(p) for p in paths]

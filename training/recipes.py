@@ -44,6 +44,11 @@ class ModelRecipe:
         "or for CLIP4STR a CLIP weight file (OpenAI .pt or open_clip state dict); null = random init",
         default=None,
     )
+    trust_remote_code: bool = _doc(
+        "let an init_from folder of another model_type run its own Python files (DiG/CLIP4STR folders always "
+        "load with this library's classes)",
+        default=False,
+    )
 
 
 @dataclass
@@ -151,6 +156,11 @@ class EvaluateRecipe:
         "image normalisation preset; CLIP4STR: 'clip' (training) or 'test' (0.5/0.5, the published numbers); "
         "null = the saved processor's setting",
         default=None,
+    )
+    trust_remote_code: bool = _doc(
+        "let a model folder of another model_type run its own Python files (DiG/CLIP4STR folders always load "
+        "with this library's classes)",
+        default=False,
     )
 
 
