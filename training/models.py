@@ -4,9 +4,11 @@ weights, or (CLIP4STR) from CLIP weights."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,36 @@ def is_saved_model(path: str | Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def check_config_keys(config_class: type, values: dict[str, Any], where: str, extra: Sequence[str] = ()) -> None:
+    """Refuse keys that are not fields of `config_class` (or `extra`), recursing into sub-config mappings
+    (`encoder:`, `decoder:`, ...): a config class stores unknown keyword arguments silently as attributes, so a typo
+    such as `labl_smoothing` would otherwise train with the default."""
+    from transformers import PreTrainedConfig
+
+    from .recipes import RecipeError
+
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(set(values) - set(fields) - set(extra))
+    if unknown:
+        common = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+        valid = sorted({*extra, *(name for name in fields if name not in common)})
+        raise RecipeError(
+            f"{where}: unknown key(s) {unknown}; valid keys: {valid} (plus the PreTrainedConfig fields)"
+        )
+    for key, spec in (getattr(config_class, "sub_configs_defaults", None) or {}).items():
+        sub_class = getattr(spec, "config_class", spec)
+        if isinstance(values.get(key), dict) and dataclasses.is_dataclass(sub_class):
+            check_config_keys(sub_class, values[key], f"{where}.{key}")
+
+
 def build_config(recipe: ModelRecipe) -> Any:
-    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides."""
+    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides (unknown keys are an error)."""
     _check_type(recipe.type)
     values = copy.deepcopy(recipe.config)
     if recipe.type == "dig":
         from modeling_dig import DiGConfig
+
+        check_config_keys(DiGConfig, values, "model.config")
 
         if recipe.preset is not None:
             return DiGConfig.from_preset(recipe.preset, **values)
@@ -47,6 +73,7 @@ def build_config(recipe: ModelRecipe) -> Any:
 
     # CLIP dimensions (embed_dim, vision_width, ...) are build_preset_kwargs arguments; the rest are config fields.
     clip_keys = set(inspect.signature(build_preset_kwargs).parameters)
+    check_config_keys(CLIP4STRConfig, values, "model.config", extra=sorted(clip_keys))
     clip_dims = {k: values.pop(k) for k in list(values) if k in clip_keys}
     decoder = values.pop("decoder", None)
     if recipe.preset is not None:

@@ -230,6 +230,9 @@ def build_collator(config: DiGPreTrainingConfig, recipe: PretrainRecipe) -> DiGP
 
 
 def build_pretraining_config(recipe: PretrainRecipe) -> DiGPreTrainingConfig:
+    from .models import check_config_keys
+
+    check_config_keys(DiGPreTrainingConfig, dict(recipe.model_config), "model_config")
     return DiGPreTrainingConfig.from_preset(recipe.model_preset, **dict(recipe.model_config))
 
 
