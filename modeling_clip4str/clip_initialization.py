@@ -78,6 +78,18 @@ def _check_clip_keys(state_dict: Mapping[str, Any], path: Path) -> None:
         )
 
 
+def weights_only_failure(error: BaseException) -> str:
+    """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
+    run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    if refused:
+        return f"the pickle needs more than tensors: {refused[0]}"
+    if lines and not lines[0].startswith("Weights only load failed"):
+        return lines[0].split(". ")[0]
+    return f"not a torch checkpoint ({type(error).__name__})"
+
+
 def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A CLIP state dict in OpenAI key layout from a local file; nothing in the file is ever executed.
 
@@ -106,7 +118,7 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({error}); expected an OpenAI/open_clip "
+            f"{path} could not be read with torch.load(weights_only=True) ({weights_only_failure(error)}); expected an OpenAI/open_clip "
             "CLIP state dict, a TorchScript .pt or a .safetensors file."
         ) from error
     if isinstance(loaded, Mapping):
@@ -114,9 +126,8 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             if wrapper in loaded and isinstance(loaded[wrapper], Mapping):
                 loaded = loaded[wrapper]
                 break
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} does not hold a CLIP state dict (a {type(loaded).__name__}).")
-    state_dict = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    items = loaded.items() if isinstance(loaded, Mapping) else ()
+    state_dict = {k.removeprefix("module."): v for k, v in items if isinstance(v, torch.Tensor)}
     _check_clip_keys(state_dict, path)
     return state_dict
 

@@ -17,7 +17,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import torch
 
@@ -46,7 +46,7 @@ class _ScriptObject:
 
     qualified_name = "?"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _ScriptObject:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -77,7 +77,7 @@ def _restore_type_tag(value: Any, type_str: str) -> Any:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles TorchScript's `data.pkl`: only tensor rebuilding and typed lists; `__torch__.*` -> placeholders."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("torch.jit._pickle", "build_intlist"): _typed_list,
         ("torch.jit._pickle", "build_doublelist"): _typed_list,

@@ -19,7 +19,7 @@ import pickle
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,14 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
+from modeling_dig.convert_pretraining import weights_only_failure
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
 from processing.lmdb_dataset import SkipCounter, check_image, find_lmdbs, open_lmdb, read_num_samples
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
 
 from .checkpoints import newest_complete_checkpoint, numbered_folders, publish_folder, temporary_sibling
+from .recipes import _doc
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ STATE_FILE = "pretrain_state.json"
 """Step, lr-scheduler state and MoCo momentum of a checkpoint, as JSON (never a pickle: nothing runs on resume)."""
 
 
-def _doc(help_text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": help_text}, **kwargs)
 
 
 @dataclass
@@ -73,16 +73,16 @@ class PretrainRecipe:
         default_factory=dict,
     )
     init_from: str | None = _doc("start from a saved DiGForPreTraining folder instead of random weights", default=None)
-    batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128)
-    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1)
-    epochs: int = _doc("passes over the data (the seed: 10)", default=10)
+    batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128, minimum=1)
+    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1, minimum=1)
+    epochs: int = _doc("passes over the data (the seed: 10)", default=10, minimum=1)
     max_steps: int | None = _doc(
-        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None
+        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None, minimum=1
     )
     base_lr: float = _doc("peak lr before scaling: lr = base_lr x global batch / lr_reference_batch", default=1.5e-4)
-    lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256)
+    lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256, minimum=1)
     min_lr: float = _doc("final lr of the cosine decay", default=1e-5)
-    warmup_steps: int = _doc("linear warm-up steps from 0 to the peak lr (the seed: 5000)", default=5000)
+    warmup_steps: int = _doc("linear warm-up steps from 0 to the peak lr (the seed: 5000)", default=5000, minimum=0)
     weight_decay: float = _doc("AdamW weight decay (not applied to 1-D parameters and biases)", default=0.1)
     adam_betas: tuple[float, float] = _doc("AdamW betas", default=(0.9, 0.999))
     adam_eps: float = _doc("AdamW epsilon", default=1e-8)
@@ -93,16 +93,16 @@ class PretrainRecipe:
     mixed_precision: str = _doc("'no', 'fp16' or 'bf16' (the original trained under fp16 autocast)", default="no")
     cpu: bool = _doc("force CPU even when a GPU is visible", default=False)
     seed: int = _doc("seed of weights, sampler order, masks and augmentations", default=0)
-    num_workers: int = _doc("DataLoader workers per process", default=2)
+    num_workers: int = _doc("DataLoader workers per process", default=2, minimum=0)
     image_check: str = _doc("bad-image screening of LMDB records at start-up: none / header / full", default="header")
-    max_train_samples: int | None = _doc("use only the first N images (debugging)", default=None)
-    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2)
-    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5)
-    logging_steps: int = _doc("log losses every N optimiser steps", default=50)
-    save_steps: int = _doc("save a resumable checkpoint every N optimiser steps (and at the end)", default=2000)
-    save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2)
-    eval_steps: int = _doc("write a reconstruction picture every N optimiser steps (and at the end)", default=2000)
-    num_visualize: int = _doc("samples in each reconstruction picture", default=4)
+    max_train_samples: int | None = _doc("use only the first N images (debugging)", default=None, minimum=1)
+    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2, minimum=0)
+    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5, minimum=0)
+    logging_steps: int = _doc("log losses every N optimiser steps", default=50, minimum=1)
+    save_steps: int = _doc("save a resumable checkpoint every N optimiser steps (and at the end)", default=2000, minimum=1)
+    save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2, minimum=1)
+    eval_steps: int = _doc("write a reconstruction picture every N optimiser steps (and at the end)", default=2000, minimum=1)
+    num_visualize: int = _doc("samples in each reconstruction picture", default=4, minimum=1)
     resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
     progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)
 
@@ -277,7 +277,7 @@ def check_checkpoint_files(folder: Path, names: Sequence[str]) -> None:
                 torch.load(file, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
             raise ValueError(
-                f"{file}: refused by torch.load(weights_only=True) ({str(error).splitlines()[0]}); not resuming "
+                f"{file}: refused by torch.load(weights_only=True) ({weights_only_failure(error)}); not resuming "
                 "from a checkpoint that needs arbitrary unpickling"
             ) from error
 
