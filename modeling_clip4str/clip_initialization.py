@@ -118,8 +118,8 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({weights_only_failure(error)}); expected an OpenAI/open_clip "
-            "CLIP state dict, a TorchScript .pt or a .safetensors file."
+            f"{path} could not be read with torch.load(weights_only=True) ({weights_only_failure(error)}); expected "
+            "an OpenAI/open_clip CLIP state dict, a TorchScript .pt or a .safetensors file."
         ) from error
     if isinstance(loaded, Mapping):
         for wrapper in ("model", "state_dict"):

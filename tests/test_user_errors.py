@@ -4,7 +4,6 @@ inside a run."""
 from __future__ import annotations
 
 import io
-
 import os
 
 import numpy as np

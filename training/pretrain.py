@@ -5,8 +5,8 @@ AdamW (wd 0.1, none on 1-D parameters and biases), lr = base_lr x global batch /
 cosine decay to `min_lr`, MoCo momentum cosine-scheduled from 0.99 to 1 per step, SyncBatchNorm and all-gathered
 keys under DDP. Checkpoints are `accelerator.save_state` folders plus `pretrain_state.json` (step, scheduler,
 momentum: JSON, so resuming unpickles nothing beyond `torch.load(weights_only=True)`), written under a temporary name
-and renamed when complete; a restarted run resumes from the newest complete one at the same step and, thanks to a seeded sampler, skipped batches and index-seeded masks/augmentations, with the
-same data order.
+and renamed when complete; a restarted run resumes from the newest complete one at the same step and, thanks to a
+seeded sampler, skipped batches and index-seeded masks/augmentations, with the same data order.
 """
 
 from __future__ import annotations
@@ -99,9 +99,13 @@ class PretrainRecipe:
     min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2, minimum=0)
     max_augmentations: int = _doc("most random corruptions of the augmented view", default=5, minimum=0)
     logging_steps: int = _doc("log losses every N optimiser steps", default=50, minimum=1)
-    save_steps: int = _doc("save a resumable checkpoint every N optimiser steps (and at the end)", default=2000, minimum=1)
+    save_steps: int = _doc(
+        "save a resumable checkpoint every N optimiser steps (and at the end)", default=2000, minimum=1
+    )
     save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2, minimum=1)
-    eval_steps: int = _doc("write a reconstruction picture every N optimiser steps (and at the end)", default=2000, minimum=1)
+    eval_steps: int = _doc(
+        "write a reconstruction picture every N optimiser steps (and at the end)", default=2000, minimum=1
+    )
     num_visualize: int = _doc("samples in each reconstruction picture", default=4, minimum=1)
     resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
     progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)

@@ -114,7 +114,9 @@ class OptimRecipe:
         "'cosine' (linear warm-up, cosine to min_lr), 'one_cycle' (OneCycleLR), or 'constant'", default="cosine"
     )
     warmup_epochs: float = _doc("cosine: warm-up length in epochs (ignored if warmup_steps > 0)", default=1.0)
-    warmup_steps: int = _doc("cosine: warm-up length in optimiser steps (overrides warmup_epochs)", default=0, minimum=0)
+    warmup_steps: int = _doc(
+        "cosine: warm-up length in optimiser steps (overrides warmup_epochs)", default=0, minimum=0
+    )
     min_lr: float = _doc("cosine: final learning rate (scaled per group like the peak)", default=1e-6)
     pct_start: float = _doc("one_cycle: fraction of the steps spent increasing the lr", default=0.075)
     max_grad_norm: float | None = _doc("gradient clipping norm; null = no clipping", default=None)
