@@ -61,6 +61,21 @@ def _pretrain_recipe_help() -> str:
     return _recipe_help(PretrainRecipe)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (batch sizes, beam widths, sample counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+TRUST_REMOTE_CODE_HELP = ("let a model folder of another model_type run the Python files it ships (DiG/CLIP4STR "
+                          "folders always load with this library's classes, whatever this flag says)")
+
+
 class _HelpParser(argparse.ArgumentParser):
     """Builds its epilog (the recipe keys) only when help is shown: the pretrain keys need heavy imports."""
 
@@ -90,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=raw, epilog=_recipe_help(),
                               description="Fine-tune on STR LMDBs; resumes from the last checkpoint with "
                                           "train.resume=auto. Saves model, processor, recipe.yaml, curves PNG.")
+    sub.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP +
+                     " (model.trust_remote_code, for model.init_from)")
     recipe_args(sub, required=False)
 
     sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (training.pretrain)",
@@ -107,17 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--data", help="PARSeq-style test/ root or one LMDB folder (evaluate.data)")
     sub.add_argument("--cased", action="store_true", default=None, help="add 94-char case-sensitive accuracy")
     sub.add_argument("--output", help="results JSON path (default <model>/results.json)")
-    sub.add_argument("--batch-size", type=int, help="evaluation batch (evaluate.batch_size)")
-    sub.add_argument("--num-beams", type=int, help="beam width, 1 = greedy (evaluate.num_beams)")
-    sub.add_argument("--max-samples", type=int, help="only the first N samples per benchmark")
+    sub.add_argument("--batch-size", type=positive_int, help="evaluation batch (evaluate.batch_size)")
+    sub.add_argument("--num-beams", type=positive_int, help="beam width, 1 = greedy (evaluate.num_beams)")
+    sub.add_argument("--max-samples", type=positive_int, help="only the first N samples per benchmark")
     sub.add_argument("--normalization", help="image normalisation preset (CLIP4STR: clip | test); default: as saved")
+    sub.add_argument("--trust-remote-code", action="store_true", default=None,
+                     help=TRUST_REMOTE_CODE_HELP + " (evaluate.trust_remote_code)")
     recipe_args(sub, required=False)
 
     sub = commands.add_parser("read", help="read text from image files or folders")
     sub.add_argument("--model", required=True, help="saved model folder")
     sub.add_argument("images", nargs="+", help="image files and/or folders of images")
-    sub.add_argument("--batch-size", type=int, default=64, help="images per generate() call (default 64)")
-    sub.add_argument("--num-beams", type=int, default=1, help="beam width (default 1 = greedy)")
+    sub.add_argument("--batch-size", type=positive_int, default=64, help="images per generate() call (default 64)")
+    sub.add_argument("--num-beams", type=positive_int, default=1, help="beam width (default 1 = greedy)")
+    sub.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     sub.add_argument("--pipeline", action="store_true", help='go through pipeline("image-to-text") instead of '
                                                              "model.generate")
     sub.add_argument("--output", help="also write the results as JSON here")
@@ -136,7 +156,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from training.finetune import run_finetune
     from training.recipes import load_recipe
 
-    recipe = load_recipe(resolve_config(args.config), args.overrides)
+    overrides = list(args.overrides) + (["model.trust_remote_code=true"] if args.trust_remote_code else [])
+    recipe = load_recipe(resolve_config(args.config), overrides)
     result = run_finetune(recipe)
     print(json.dumps({"output_dir": str(result.output_dir), "global_step": result.global_step,
                       "train_loss": result.train_loss, **result.eval_metrics}, indent=2, default=str))
@@ -161,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     flags = {"model": args.model, "data": args.data, "cased": args.cased, "output": args.output,
              "batch_size": args.batch_size, "num_beams": args.num_beams, "max_samples": args.max_samples,
-             "normalization": args.normalization}
+             "normalization": args.normalization, "trust_remote_code": args.trust_remote_code}
     overrides = list(args.overrides) + [f"evaluate.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None]
     recipe = load_recipe(resolve_config(args.config), overrides)
     ev = recipe.evaluate
@@ -170,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit("error: no benchmark data: pass --data PATH (or evaluate.data=PATH)")
     output = ev.output or str(Path(model_dir) / "results.json")
     run_evaluate(model_dir, ev.data, batch_size=ev.batch_size, cased=ev.cased, num_beams=ev.num_beams,
-                 output=output, max_samples=ev.max_samples, normalization=ev.normalization)
+                 output=output, max_samples=ev.max_samples, normalization=ev.normalization,
+                 trust_remote_code=ev.trust_remote_code)
     return 0
 
 
@@ -181,9 +203,10 @@ def cmd_read(args: argparse.Namespace) -> int:
 
     paths = collect_images(args.images)
     if args.pipeline:
-        results = read_with_pipeline(args.model, paths, device=default_device())
+        results = read_with_pipeline(args.model, paths, device=default_device(),
+                                     trust_remote_code=args.trust_remote_code)
     else:
-        model, processor, _ = load_saved(args.model)
+        model, processor, _ = load_saved(args.model, trust_remote_code=args.trust_remote_code)
         model.to(default_device())
         results = read_images(model, processor, paths, batch_size=args.batch_size, num_beams=args.num_beams)
     for row in results:
@@ -210,16 +233,26 @@ COMMANDS = {"finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_
             "quickstart": cmd_quickstart}
 
 
+USER_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)
+"""What a bad recipe, path, file or setting raises (RecipeError is a ValueError): reported in one line, exit 2."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's without the quotes repr adds)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from training.recipes import RecipeError
-
     try:
         return COMMANDS[args.command](args)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if args.log_level == "debug":
+            raise
+        print(f"error: {one_line(err)} (--log-level debug shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -14,7 +14,6 @@ The decoders keep their fresh initialisation.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from .configuration_clip4str import CLIP4STRConfig, build_preset_kwargs
 from .modeling_clip4str import CLIP4STRForTextRecognition
+from .torchscript_weights import is_torchscript_archive, load_torchscript_state_dict
 from .weight_conversion import LoadReport, clip_dims_from_state_dict, convert_clip_state_dict, load_converted
 
 logger = logging.getLogger(__name__)
@@ -56,19 +56,47 @@ def round_like_original(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return rounded
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+# Tensors every OpenAI-layout ViT CLIP has (both towers, both projections): a file without them is not one.
+REQUIRED_CLIP_KEYS = (
+    "visual.conv1.weight",
+    "visual.class_embedding",
+    "visual.positional_embedding",
+    "visual.proj",
+    "token_embedding.weight",
+    "positional_embedding",
+    "text_projection",
+    "ln_final.weight",
+)
+
+
+def _check_clip_keys(state_dict: Mapping[str, Any], path: Path) -> None:
+    missing = [key for key in REQUIRED_CLIP_KEYS if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"{path} does not hold an OpenAI/open_clip ViT CLIP state dict (missing {missing}); expected an OpenAI "
+            "TorchScript .pt, an open_clip state dict, a {'model': state_dict} file or a .safetensors file."
+        )
+
+
+def weights_only_failure(error: BaseException) -> str:
+    """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
+    run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    if refused:
+        return f"the pickle needs more than tensors: {refused[0]}"
+    if lines and not lines[0].startswith("Weights only load failed"):
+        return lines[0].split(". ")[0]
+    return f"not a torch checkpoint ({type(error).__name__})"
 
 
 def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A CLIP state dict in OpenAI key layout from a local file, without unpickling arbitrary objects.
+    """A CLIP state dict in OpenAI key layout from a local file; nothing in the file is ever executed.
 
-    OpenAI's `.pt` files are TorchScript archives: `torch.jit.load` reads them with TorchScript's own
-    deserializer, which only rebuilds TorchScript types and tensors (no Python globals are imported), then we keep
-    `.state_dict()`. Everything else goes through `torch.load(weights_only=True)` or safetensors.
+    OpenAI's `.pt` files are TorchScript archives: `torch.jit.load` would compile and run their code (each
+    object's `__setstate__`), so `torchscript_weights` reads their tensors with a restricted unpickler instead.
+    Everything else goes through `torch.load(weights_only=True)` or safetensors. The result must have the tensors
+    of both CLIP towers (`REQUIRED_CLIP_KEYS`).
     """
     path = Path(path)
     if not path.is_file():
@@ -76,24 +104,32 @@ def load_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    if _is_torchscript_archive(path):
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        try:
+            state_dict = load_file(str(path))
+        except Exception as error:
+            raise ValueError(f"{path} is not a readable .safetensors file ({error})") from error
+        _check_clip_keys(state_dict, path)
+        return state_dict
+    if is_torchscript_archive(path):
+        state_dict = load_torchscript_state_dict(path)
+        _check_clip_keys(state_dict, path)
+        return state_dict
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({error}); expected an OpenAI/open_clip "
-            "CLIP state dict, a TorchScript .pt or a .safetensors file."
+            f"{path} could not be read with torch.load(weights_only=True) ({weights_only_failure(error)}); expected "
+            "an OpenAI/open_clip CLIP state dict, a TorchScript .pt or a .safetensors file."
         ) from error
     if isinstance(loaded, Mapping):
         for wrapper in ("model", "state_dict"):
             if wrapper in loaded and isinstance(loaded[wrapper], Mapping):
                 loaded = loaded[wrapper]
                 break
-    if not isinstance(loaded, Mapping) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in loaded}:
-        raise ValueError(f"{path} does not hold an OpenAI/open_clip ViT CLIP state dict (no 'visual.conv1.weight').")
-    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    items = loaded.items() if isinstance(loaded, Mapping) else ()
+    state_dict = {k.removeprefix("module."): v for k, v in items if isinstance(v, torch.Tensor)}
+    _check_clip_keys(state_dict, path)
+    return state_dict
 
 
 def config_from_clip_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> CLIP4STRConfig:

@@ -63,10 +63,29 @@ def is_pretraining_folder(path: str | os.PathLike) -> bool:
     return False
 
 
+def weights_only_failure(error: BaseException) -> str:
+    """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
+    run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    if refused:
+        return f"the pickle needs more than tensors: {refused[0]}"
+    if lines and not lines[0].startswith("Weights only load failed"):
+        return lines[0].split(". ")[0]
+    return f"not a torch checkpoint ({type(error).__name__})"
+
+
 def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """`torch.load(weights_only=True)` with only `argparse.Namespace` allow-listed (the original saves its args)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated file, not a torch file, or a pickle that needs more than tensors
+        raise ValueError(
+            f"{path}: not readable as an original DiG checkpoint with torch.load(weights_only=True) "
+            f"({weights_only_failure(error)}); "
+            "expected the .pth file the original training wrote"
+        ) from error
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise ValueError(
             f"{path}: not an original DiG checkpoint (expected a dict with a 'model' state dict, got "
@@ -255,7 +274,10 @@ def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingC
         raise FileNotFoundError(
             f"{path}: expected a DiGForPreTraining folder (config.json + safetensors) or a .pth file"
         )
-    config = DiGPreTrainingConfig.from_pretrained(path)
+    try:
+        config = DiGPreTrainingConfig.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path / 'config.json'}: not a readable DiG pre-training config ({error})") from error
     if config.model_type != DiGPreTrainingConfig.model_type:
         raise ValueError(f"{path} holds a {config.model_type!r} model, not a DiG pre-training model")
     from safetensors.torch import load_file
@@ -265,7 +287,10 @@ def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingC
         raise FileNotFoundError(f"{path} has no model*.safetensors weights")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(file))
+        try:
+            state.update(load_file(file))
+        except Exception as error:  # safetensors raises its own error types for damaged headers
+            raise ValueError(f"{file}: not a readable safetensors file ({error})") from error
     return config, state
 
 

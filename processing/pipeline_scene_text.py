@@ -50,6 +50,19 @@ def is_scene_text_model(model: Any) -> bool:
     )
 
 
+def describe_image_input(image: Any) -> str:
+    """What the caller passed, for error messages: the path/URL, or the object's kind and shape."""
+    if isinstance(image, (str, os.PathLike)):
+        return repr(os.fspath(image))
+    filename = getattr(image, "filename", None)
+    if getattr(image, "mode", None) is not None:
+        return f"PIL image {filename!r}" if filename else f"PIL image (mode {image.mode}, size {image.size})"
+    shape = getattr(image, "shape", None)
+    if shape is not None:
+        return f"{type(image).__module__}.{type(image).__name__} of shape {tuple(shape)}"
+    return type(image).__name__
+
+
 def scene_text_custom_pipelines() -> dict[str, dict[str, Any]]:
     """The `config.custom_pipelines` entry for remote code (schema of `pipelines.base.clean_custom_task`)."""
     return {
@@ -176,6 +189,12 @@ class SceneTextRecognitionSteps:
         inputs = self.processor(images=image, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 
+    def _preprocess_naming_the_input(self, image: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        try:
+            return self._scene_text_preprocess(image, **kwargs)
+        except Exception as error:  # unreadable file, unsupported array, ...: say which input it was
+            raise ValueError(f"cannot read the image {describe_image_input(image)}: {error}") from error
+
     def _scene_text_forward(
         self,
         model_inputs: dict[str, torch.Tensor],
@@ -226,7 +245,7 @@ class SceneTextRecognitionPipeline(SceneTextRecognitionSteps, Pipeline):
         return self._scene_text_parameters(**kwargs)
 
     def preprocess(self, image: Any, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        return self._scene_text_preprocess(image, timeout=timeout)
+        return self._preprocess_naming_the_input(image, timeout=timeout)
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], **forward_params: Any) -> dict[str, torch.Tensor]:
         return self._scene_text_forward(model_inputs, **forward_params)
@@ -263,7 +282,7 @@ class SceneTextAwareImageTextToTextPipeline(SceneTextRecognitionSteps, ImageText
 
     def preprocess(self, inputs: Any = None, **kwargs: Any) -> Any:
         if self._is_scene_text:
-            return self._scene_text_preprocess(inputs, **kwargs)
+            return self._preprocess_naming_the_input(inputs, **kwargs)
         return super().preprocess(inputs, **kwargs)
 
     def _forward(self, model_inputs: Any, **kwargs: Any) -> Any:
@@ -323,6 +342,7 @@ __all__ = [
     "SceneTextPipelinesConfigMixin",
     "SceneTextRecognitionPipeline",
     "custom_pipelines_entry",
+    "describe_image_input",
     "is_scene_text_model",
     "register_scene_text_pipeline",
     "save_scene_text_pipeline_code",

@@ -101,6 +101,75 @@ def test_resume_continues_at_the_right_step_with_the_same_data(tmp_path):
         assert actual["loss"] == pytest.approx(expected["loss"], rel=1e-5, abs=1e-6)
 
 
+def _copy_checkpoint(source: Path, output_dir: Path, name: str) -> Path:
+    target = output_dir / "checkpoints" / name
+    shutil.copytree(source / "checkpoints" / name, target)
+    return target
+
+
+def test_checkpoints_hold_json_state_and_no_custom_pickle(tmp_path):
+    run_pretraining(_recipe(tmp_path, max_steps=2, save_steps=2), dataset=WordImages(8))
+    checkpoint = tmp_path / "checkpoints" / "step_00000002"
+    assert not list(checkpoint.glob("custom_checkpoint_*"))
+    state = json.loads((checkpoint / "pretrain_state.json").read_text())
+    assert state["step"] == 2 and state["scheduler"]["last_epoch"] == 2
+    assert 0.99 < state["momentum"] <= 1.0
+
+
+def test_resume_skips_an_incomplete_checkpoint_and_says_why(tmp_path, caplog):
+    dataset = WordImages(8)
+    straight = run_pretraining(_recipe(tmp_path / "straight", max_steps=4, save_steps=2), dataset=dataset)
+    _copy_checkpoint(tmp_path / "straight", tmp_path / "killed", "step_00000002")
+    newest = _copy_checkpoint(tmp_path / "straight", tmp_path / "killed", "step_00000004")
+    (newest / "optimizer.bin").write_bytes(b"")  # kill -9 in the middle of the save (older, non-atomic writers)
+    caplog.set_level("WARNING", logger="training.checkpoints")
+    resumed = run_pretraining(_recipe(tmp_path / "killed", max_steps=4, save_steps=2), dataset=dataset)
+    assert resumed.resumed_from_step == 2 and [r["step"] for r in resumed.history] == [3, 4]
+    assert "step_00000004" in caplog.text and "optimizer.bin is empty" in caplog.text
+    for expected, actual in zip(straight.history[2:], resumed.history):
+        assert actual["loss"] == pytest.approx(expected["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_a_checkpoint_becomes_visible_only_when_complete(tmp_path, monkeypatch):
+    from training import checkpoints, pretrain
+
+    def killed_before_rename(temporary, final):
+        if Path(final).name == "step_00000004":
+            raise KeyboardInterrupt  # the process dies after writing, before publishing
+        return checkpoints.publish_folder(temporary, final)
+
+    monkeypatch.setattr(pretrain, "publish_folder", killed_before_rename)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining(_recipe(tmp_path, max_steps=6, save_steps=2), dataset=WordImages(8))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == [".incomplete-step_00000004", "step_00000002"]
+    monkeypatch.undo()
+    resumed = run_pretraining(_recipe(tmp_path, max_steps=6, save_steps=2), dataset=WordImages(8))
+    assert resumed.resumed_from_step == 2 and resumed.global_step == 6
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
+
+
+class _SystemPayload:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("name", ["custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl"])
+def test_resume_never_runs_code_from_a_crafted_checkpoint(tmp_path, name):
+    run_pretraining(_recipe(tmp_path / "good", max_steps=2, save_steps=2), dataset=WordImages(8))
+    checkpoint = _copy_checkpoint(tmp_path / "good", tmp_path / "evil", "step_00000002")
+    marker = tmp_path / "pwned"
+    torch.save({"state": _SystemPayload(marker)}, checkpoint / name)
+    with pytest.raises(ValueError, match=name):
+        run_pretraining(_recipe(tmp_path / "evil", max_steps=4, save_steps=2), dataset=WordImages(8))
+    assert not marker.exists()
+
+
 def test_image_folder_and_unlabeled_lmdb(tmp_path):
     import lmdb
 

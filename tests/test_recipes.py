@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,30 @@ def test_quickstart_recipes_build_models_that_train_and_read(name):
     with torch.no_grad():
         texts = processor.batch_decode(model.generate(pixel_values=batch["pixel_values"]))
     assert len(texts) == 4 and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "config", "where", "typo", "suggestion"),
+    [
+        ("dig", {"labl_smoothing": 0.1}, "model.config", "labl_smoothing", "label_smoothing"),
+        ("dig", {"encoder": {"hiden_size": 96}}, "model.config.encoder", "hiden_size", "hidden_size"),
+        ("clip4str", {"decoder": {"dept": 1}}, "model.config.decoder", "dept", "depth"),
+        ("clip4str", {"vision_widht": 64}, "model.config", "vision_widht", "vision_width"),
+    ],
+)
+def test_model_config_typos_are_errors_listing_the_valid_keys(model_type, config, where, typo, suggestion):
+    from training.models import build_config
+    from training.recipes import ModelRecipe
+
+    with pytest.raises(RecipeError, match=rf"^{re.escape(where)}: unknown key\(s\) \['{typo}'\]") as caught:
+        build_config(ModelRecipe(type=model_type, config=config))
+    assert f"'{suggestion}'" in str(caught.value)
+
+
+def test_pretraining_model_config_typos_are_errors():
+    from training.pretrain import PretrainRecipe, build_pretraining_config
+
+    with pytest.raises(RecipeError, match=r"model_config.encoder: unknown key\(s\) \['hiden_size'\]"):
+        build_pretraining_config(PretrainRecipe(model_preset="tiny-test", model_config={"encoder": {"hiden_size": 8}}))
+    config = build_pretraining_config(PretrainRecipe(model_preset="tiny-test", model_config={"mask_ratio": 0.5}))
+    assert config.mask_ratio == 0.5

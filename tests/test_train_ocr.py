@@ -169,8 +169,10 @@ def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_p
     piped = json.loads((tmp_path / "pipe.json").read_text())
     assert [r["text"] for r in piped] == texts
     assert [r["confidence"] for r in piped] == pytest.approx(confidences, rel=1e-4)
-    with pytest.raises(FileNotFoundError, match="no such image"):
-        train_ocr.main(["read", "--model", str(trained), str(tmp_path / "missing.png")])
+    capsys.readouterr()
+    assert train_ocr.main(["read", "--model", str(trained), str(tmp_path / "missing.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no such image" in err and str(tmp_path / "missing.png") in err and len(err.strip().splitlines()) == 1
 
 
 class _StopAt(TrainerCallback):
@@ -420,3 +422,62 @@ def test_augmented_runs_are_reproducible_and_resume_exactly_past_a_broken_checkp
     got = _losses(resumed.log_history)
     for step in (4, 5):  # step 4 ends epoch 1 (resumed mid-epoch), step 5 starts epoch 2
         assert got[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+def _booby_trapped_folder(root: Path, marker: Path) -> Path:
+    """A tiny DiG folder as `save_pretrained` writes it for remote-code users (config/model/tokenizer/processor
+    code beside the weights), with every shipped .py file edited to create `marker` when imported."""
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+    from processing.auto_registration import save_processor_with_code
+    from training.models import build_processor
+
+    folder = root / "downloaded"
+    config = DiGConfig.from_preset("tiny-test")
+    DiGForTextRecognition(config).save_pretrained(folder)
+    save_processor_with_code(build_processor("dig", config), folder)
+    shipped = sorted(folder.glob("*.py"))
+    assert {"configuration_dig.py", "modeling_dig.py", "pipeline_scene_text.py"} <= {p.name for p in shipped}
+    payload = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+    for file in shipped:
+        head, future, tail = file.read_text().partition("from __future__ import annotations\n")
+        file.write_text(head + future + payload + tail if future else payload + head)
+    return folder
+
+
+def test_cli_never_runs_the_code_of_a_downloaded_folder(synth, tmp_path, capsys):
+    from training.models import build_model
+    from training.recipes import ModelRecipe
+
+    marker = tmp_path / "pwned"
+    folder = _booby_trapped_folder(tmp_path, marker)
+    from training.data import load_lmdb_split
+
+    dataset, _ = load_lmdb_split([synth / "test"], max_samples=1)
+    image = tmp_path / "word.png"
+    dataset[0]["image"].save(image)
+    # A fresh process first: there, nothing has registered the library's classes before the folder is opened.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    completed = subprocess.run([sys.executable, str(REPO / "train_ocr.py"), "--log-level", "warning", "read",
+                                "--model", str(folder), str(image)], env=env, capture_output=True, text=True,
+                               timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert not marker.exists()
+    assert train_ocr.main(["--log-level", "warning", "read", "--model", str(folder), str(image)]) == 0
+    assert train_ocr.main(["--log-level", "warning", "read", "--pipeline", "--model", str(folder), str(image)]) == 0
+    assert train_ocr.main(["--log-level", "warning", "evaluate", "--model", str(folder), "--data",
+                           str(synth / "test"), "--output", str(tmp_path / "r.json")]) == 0
+    model, _ = build_model(ModelRecipe(type="dig", init_from=str(folder)))
+    assert type(model).__module__ == "modeling_dig.modeling_dig"  # the installed class, not the folder's copy
+    assert not marker.exists()
+
+    # Another model_type: its code would have to run, so it is refused unless the user says otherwise.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "evil_dig"}))
+    capsys.readouterr()
+    assert train_ocr.main(["read", "--model", str(folder), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "--trust-remote-code" in err and len(err.strip().splitlines()) == 1
+    assert train_ocr.main(["read", "--pipeline", "--model", str(folder), str(image)]) == 2
+    with pytest.raises(ValueError, match="model.trust_remote_code"):
+        build_model(ModelRecipe(type="dig", init_from=str(folder)))
+    assert not marker.exists()

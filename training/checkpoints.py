@@ -1,9 +1,10 @@
-"""Which `checkpoint-N` folder a run may resume from: the newest one that a save finished writing.
+"""Checkpoint folders that are either complete or invisible, and the newest complete one for resuming.
 
-A run killed while saving leaves a folder whose later files are missing, empty or cut short (for the Trainer,
-`trainer_state.json` is written last). Resuming from it fails on every retry, so resumption looks for the newest
-folder whose every required file is present and non-empty and whose JSON files parse, and says which newer ones
-it passed over and why.
+A run killed while saving leaves a half-written folder: later files missing, empty or cut short (the Trainer writes
+`trainer_state.json` last). Our writers therefore fill a temporary sibling folder, fsync it and rename it to its
+final name (`atomic_folder`). Readers still check the files they need (`newest_complete_checkpoint`: present,
+non-empty, JSON that parses), because the Trainer's own saves and folders from older versions or damaged disks
+are not atomic; the newer folders they pass over are logged with the reason.
 """
 
 from __future__ import annotations
@@ -12,28 +13,77 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-# One entry per required file; a tuple lists alternatives (any one of them will do).
-RequiredFiles = Sequence[str | tuple[str, ...]]
+TEMP_PREFIX = ".incomplete-"
 
 
-def checkpoint_problem(folder: str | os.PathLike, required_files: RequiredFiles) -> str | None:
-    """Why `folder` is not a complete checkpoint, or None when it is."""
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file of `folder` (recursively) and the folders themselves to disk."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+
+
+def temporary_sibling(final: str | os.PathLike) -> Path:
+    """The temporary name `atomic_folder` writes `final` under (same directory, so the rename is atomic)."""
+    final = Path(final)
+    return final.parent / f"{TEMP_PREFIX}{final.name}"
+
+
+def publish_folder(temporary: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """fsync `temporary`, then rename it to `final` (replacing an older `final`)."""
+    temporary, final = Path(temporary), Path(final)
+    fsync_tree(temporary)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync(final.parent)
+    return final
+
+
+@contextmanager
+def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a fresh temporary folder; on success it becomes `final` in one rename, on error it is removed."""
+    temporary = temporary_sibling(final)
+    if temporary.exists():  # left by a killed writer
+        shutil.rmtree(temporary)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    publish_folder(temporary, final)
+
+
+def incomplete_reason(folder: str | os.PathLike, required_files: Sequence[str | tuple[str, ...]]) -> str | None:
+    """Why `folder` is not a usable checkpoint (a file missing, empty, or JSON that does not parse), or None when it
+    is complete. An entry of `required_files` may be a tuple of alternatives (any one of them will do)."""
     folder = Path(folder)
     for entry in required_files:
-        alternatives = (entry,) if isinstance(entry, str) else tuple(entry)
-        present = [folder / name for name in alternatives if (folder / name).is_file()]
+        names = (entry,) if isinstance(entry, str) else tuple(entry)
+        present = [folder / name for name in names if (folder / name).is_file()]
         if not present:
-            return f"{' or '.join(alternatives)} missing"
-        path = present[0]
-        if path.stat().st_size == 0:
-            return f"{path.name} is empty"
+            return f"{' or '.join(names)} missing"
+        non_empty = [path for path in present if path.stat().st_size > 0]
+        if not non_empty:
+            return f"{' or '.join(path.name for path in present)} is empty"
+        path = non_empty[0]
         if path.suffix == ".json":
             try:
                 json.loads(path.read_text(encoding="utf-8"))
@@ -42,21 +92,37 @@ def checkpoint_problem(folder: str | os.PathLike, required_files: RequiredFiles)
     return None
 
 
-def newest_complete_checkpoint(output_dir: str | os.PathLike, required_files: RequiredFiles) -> Path | None:
-    """The highest-numbered `checkpoint-N` under `output_dir` that is complete (None if there is none); every
-    newer, incomplete one is logged with the reason it was skipped."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    numbered = []
-    for path in output_dir.iterdir():
-        match = _CHECKPOINT.match(path.name)
-        if match is not None and path.is_dir():
-            numbered.append((int(match.group(1)), path))
-    for _, path in sorted(numbered, reverse=True):
-        problem = checkpoint_problem(path, required_files)
-        if problem is None:
+def numbered_folders(folder: str | os.PathLike, pattern: str) -> list[tuple[int, Path]]:
+    """`(number, path)` of the sub-folders whose name matches `pattern` (one integer group), ascending."""
+    folder, regex = Path(folder), re.compile(pattern)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := regex.fullmatch(p.name))]
+    return sorted(found)
+
+
+def newest_complete_checkpoint(
+    folder: str | os.PathLike,
+    required_files: Sequence[str | tuple[str, ...]],
+    pattern: str = r"checkpoint-(\d+)",
+) -> Path | None:
+    """The highest-numbered checkpoint folder under `folder` that has all `required_files` (non-empty); newer
+    incomplete ones are skipped with a warning that says which and why."""
+    for _, path in reversed(numbered_folders(folder, pattern)):
+        reason = incomplete_reason(path, required_files)
+        if reason is None:
             logger.info("resuming from %s, the newest complete checkpoint", path)
             return path
-        logger.warning("skipping %s: incomplete (%s), probably a save interrupted by a crash", path, problem)
+        logger.warning("skipping %s: incomplete (%s), probably a save interrupted by a crash", path, reason)
     return None
+
+
+__all__ = [
+    "atomic_folder",
+    "fsync_tree",
+    "incomplete_reason",
+    "newest_complete_checkpoint",
+    "numbered_folders",
+    "publish_folder",
+    "temporary_sibling",
+]

@@ -237,11 +237,13 @@ def run_evaluate(
     max_samples: int | None = None,
     disable_tqdm: bool = False,
     normalization: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[dict[str, BenchmarkResult], str]:
-    """Load a saved model, score every benchmark under `data`, print the table, write the JSON (if `output`)."""
+    """Load a saved model, score every benchmark under `data`, print the table, write the JSON (if `output`).
+    `trust_remote_code`: see `training.models.load_saved` (never needed for DiG / CLIP4STR folders)."""
     from .models import load_saved
 
-    model, processor, _ = load_saved(model_dir)
+    model, processor, _ = load_saved(model_dir, trust_remote_code=trust_remote_code)
     model.to(default_device())
     benchmarks = discover_benchmarks(data)
     max_len = getattr(model.config, "max_label_length", 25)

@@ -19,7 +19,7 @@ import torch
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_utils import EvalPrediction
 
-from .checkpoints import checkpoint_problem, newest_complete_checkpoint
+from .checkpoints import incomplete_reason, newest_complete_checkpoint
 from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
@@ -183,7 +183,7 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> str | None:
         return None if checkpoint is None else str(checkpoint)
     if not Path(resume).is_dir():
         raise FileNotFoundError(f"train.resume={resume}: no such checkpoint folder (use 'auto' or a checkpoint-N path)")
-    problem = checkpoint_problem(resume, TRAINER_CHECKPOINT_FILES)
+    problem = incomplete_reason(resume, TRAINER_CHECKPOINT_FILES)
     if problem is not None:
         raise ValueError(f"train.resume={resume}: incomplete checkpoint ({problem}); pick an earlier one or 'auto'")
     return str(resume)

@@ -4,8 +4,11 @@ weights, or (CLIP4STR) from CLIP weights."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from .recipes import ModelRecipe
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("dig", "clip4str")
+LIBRARY_MODEL_TYPES = (*MODEL_TYPES, "dig_pretraining")
+"""model_type values this library implements: such folders load with the installed classes, never the folder's
+own Python files (which `save_pretrained` copies beside the weights for remote-code users)."""
 
 
 def _check_type(model_type: str) -> None:
@@ -27,12 +33,36 @@ def is_saved_model(path: str | Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
+def check_config_keys(config_class: type, values: dict[str, Any], where: str, extra: Sequence[str] = ()) -> None:
+    """Refuse keys that are not fields of `config_class` (or `extra`), recursing into sub-config mappings
+    (`encoder:`, `decoder:`, ...): a config class stores unknown keyword arguments silently as attributes, so a typo
+    such as `labl_smoothing` would otherwise train with the default."""
+    from transformers import PreTrainedConfig
+
+    from .recipes import RecipeError
+
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    unknown = sorted(set(values) - set(fields) - set(extra))
+    if unknown:
+        common = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+        valid = sorted({*extra, *(name for name in fields if name not in common)})
+        raise RecipeError(
+            f"{where}: unknown key(s) {unknown}; valid keys: {valid} (plus the PreTrainedConfig fields)"
+        )
+    for key, spec in (getattr(config_class, "sub_configs_defaults", None) or {}).items():
+        sub_class = getattr(spec, "config_class", spec)
+        if isinstance(values.get(key), dict) and dataclasses.is_dataclass(sub_class):
+            check_config_keys(sub_class, values[key], f"{where}.{key}")
+
+
 def build_config(recipe: ModelRecipe) -> Any:
-    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides."""
+    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides (unknown keys are an error)."""
     _check_type(recipe.type)
     values = copy.deepcopy(recipe.config)
     if recipe.type == "dig":
         from modeling_dig import DiGConfig
+
+        check_config_keys(DiGConfig, values, "model.config")
 
         if recipe.preset is not None:
             return DiGConfig.from_preset(recipe.preset, **values)
@@ -43,6 +73,7 @@ def build_config(recipe: ModelRecipe) -> Any:
 
     # CLIP dimensions (embed_dim, vision_width, ...) are build_preset_kwargs arguments; the rest are config fields.
     clip_keys = set(inspect.signature(build_preset_kwargs).parameters)
+    check_config_keys(CLIP4STRConfig, values, "model.config", extra=sorted(clip_keys))
     clip_dims = {k: values.pop(k) for k in list(values) if k in clip_keys}
     decoder = values.pop("decoder", None)
     if recipe.preset is not None:
@@ -110,22 +141,52 @@ def model_class(model_type: str) -> type:
     return CLIP4STRForTextRecognition
 
 
-def load_saved(path: str | Path) -> tuple[Any, Any, str]:
-    """(model, processor, model_type) from a save_pretrained folder (ours, loaded without remote code)."""
-    from transformers import AutoConfig
+def saved_model_type(path: str | Path) -> str | None:
+    """`model_type` of a saved folder, read from config.json as plain JSON (no config class, no remote code)."""
+    config_file = Path(path) / "config.json"
+    try:
+        value = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{config_file} is not a readable config.json ({error})") from error
+    return value if isinstance(value, str) else None
 
+
+def _refuse_remote_code(path: Path, model_type: str | None) -> ValueError:
+    return ValueError(
+        f"{path}: config.json model_type {model_type!r} is not one of this library's models "
+        f"{list(LIBRARY_MODEL_TYPES)}; loading it would run the Python files shipped in the folder. Pass "
+        "--trust-remote-code (recipe: model.trust_remote_code / evaluate.trust_remote_code) only if you trust them."
+    )
+
+
+def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any, str]:
+    """(model, processor, model_type) from a save_pretrained folder. DiG / CLIP4STR folders load with this
+    library's classes and never run the folder's code; other model types only with `trust_remote_code=True`
+    (through the Auto classes)."""
     path = Path(path)
     if not is_saved_model(path):
         raise FileNotFoundError(
             f"{path} is not a saved model folder (no config.json); pass the output_dir of a "
             "finetune run or a converted checkpoint folder"
         )
-    model_type = AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"{path}: model_type {model_type!r} is not a recognizer ({MODEL_TYPES})")
-    model = model_class(model_type).from_pretrained(path)
-    processor = _load_processor(path, model_type, model.config)
-    return model, processor, model_type
+    model_type = saved_model_type(path)
+    if model_type in MODEL_TYPES:
+        model = model_class(model_type).from_pretrained(path)
+        processor = _load_processor(path, model_type, model.config)
+        return model, processor, model_type
+    if model_type in LIBRARY_MODEL_TYPES:
+        raise ValueError(
+            f"{path}: model_type {model_type!r} is not a recognizer ({MODEL_TYPES}); a DiG pre-training model "
+            "initialises a recognizer through model.init_from"
+        )
+    if not trust_remote_code:
+        raise _refuse_remote_code(path, model_type)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    logger.warning("%s: model_type %r, running the folder's own code (trust_remote_code=True)", path, model_type)
+    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    return model, processor, str(model_type)
 
 
 def _load_processor(path: Path, model_type: str, config: Any) -> Any:
@@ -144,8 +205,13 @@ def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
     """(model, processor) for fine-tuning, following `recipe.init_from`."""
     _check_type(recipe.type)
     init = recipe.init_from
-    if init is not None and is_saved_model(init) and _saved_type(init) == recipe.type:
-        model, processor, _ = load_saved(init)
+    saved_type = saved_model_type(init) if init is not None and is_saved_model(init) else None
+    if init is not None and saved_type is not None and (
+        saved_type == recipe.type or saved_type not in LIBRARY_MODEL_TYPES
+    ):
+        if saved_type not in LIBRARY_MODEL_TYPES and not recipe.trust_remote_code:
+            raise _refuse_remote_code(Path(init), saved_type)
+        model, processor, _ = load_saved(init, trust_remote_code=recipe.trust_remote_code)
         if recipe.config:
             logger.warning("model.config is ignored when continuing from the saved model %s", init)
         return model, processor
@@ -155,15 +221,6 @@ def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
     if init is not None:
         _load_initial_weights(model, recipe.type, Path(init))
     return model, build_processor(recipe.type, config)
-
-
-def _saved_type(path: str | Path) -> str | None:
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
-    except (OSError, ValueError):
-        return None
 
 
 def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:

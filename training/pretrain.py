@@ -3,9 +3,10 @@
 The original (`run_mae_pretraining_moco.py` + `engine_for_pretraining_moco.py`) in this shape:
 AdamW (wd 0.1, none on 1-D parameters and biases), lr = base_lr x global batch / 256 with linear warm-up and a
 cosine decay to `min_lr`, MoCo momentum cosine-scheduled from 0.99 to 1 per step, SyncBatchNorm and all-gathered
-keys under DDP. Checkpoints are `accelerator.save_state` folders; a restarted run resumes from the last one at
-the same step and, thanks to a seeded sampler, skipped batches and index-seeded masks/augmentations, with the
-same data order.
+keys under DDP. Checkpoints are `accelerator.save_state` folders plus `pretrain_state.json` (step, scheduler,
+momentum: JSON, so resuming unpickles nothing beyond `torch.load(weights_only=True)`), written under a temporary name
+and renamed when complete; a restarted run resumes from the newest complete one at the same step and, thanks to a
+seeded sampler, skipped batches and index-seeded masks/augmentations, with the same data order.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
+import pickle
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +31,24 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
+from modeling_dig.convert_pretraining import weights_only_failure
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import SkipCounter, check_image, find_lmdbs, open_lmdb, read_num_samples
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
 
+from .checkpoints import newest_complete_checkpoint, numbered_folders, publish_folder, temporary_sibling
+from .recipes import _doc
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-_CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
+CHECKPOINT_PATTERN = r"step_(\d+)"
+STATE_FILE = "pretrain_state.json"
+"""Step, lr-scheduler state and MoCo momentum of a checkpoint, as JSON (never a pickle: nothing runs on resume)."""
 
 
-def _doc(help_text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": help_text}, **kwargs)
 
 
 @dataclass
@@ -68,16 +73,16 @@ class PretrainRecipe:
         default_factory=dict,
     )
     init_from: str | None = _doc("start from a saved DiGForPreTraining folder instead of random weights", default=None)
-    batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128)
-    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1)
-    epochs: int = _doc("passes over the data (the seed: 10)", default=10)
+    batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128, minimum=1)
+    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1, minimum=1)
+    epochs: int = _doc("passes over the data (the seed: 10)", default=10, minimum=1)
     max_steps: int | None = _doc(
-        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None
+        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None, minimum=1
     )
     base_lr: float = _doc("peak lr before scaling: lr = base_lr x global batch / lr_reference_batch", default=1.5e-4)
-    lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256)
+    lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256, minimum=1)
     min_lr: float = _doc("final lr of the cosine decay", default=1e-5)
-    warmup_steps: int = _doc("linear warm-up steps from 0 to the peak lr (the seed: 5000)", default=5000)
+    warmup_steps: int = _doc("linear warm-up steps from 0 to the peak lr (the seed: 5000)", default=5000, minimum=0)
     weight_decay: float = _doc("AdamW weight decay (not applied to 1-D parameters and biases)", default=0.1)
     adam_betas: tuple[float, float] = _doc("AdamW betas", default=(0.9, 0.999))
     adam_eps: float = _doc("AdamW epsilon", default=1e-8)
@@ -88,16 +93,20 @@ class PretrainRecipe:
     mixed_precision: str = _doc("'no', 'fp16' or 'bf16' (the original trained under fp16 autocast)", default="no")
     cpu: bool = _doc("force CPU even when a GPU is visible", default=False)
     seed: int = _doc("seed of weights, sampler order, masks and augmentations", default=0)
-    num_workers: int = _doc("DataLoader workers per process", default=2)
+    num_workers: int = _doc("DataLoader workers per process", default=2, minimum=0)
     image_check: str = _doc("bad-image screening of LMDB records at start-up: none / header / full", default="header")
-    max_train_samples: int | None = _doc("use only the first N images (debugging)", default=None)
-    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2)
-    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5)
-    logging_steps: int = _doc("log losses every N optimiser steps", default=50)
-    save_steps: int = _doc("save a resumable checkpoint every N optimiser steps (and at the end)", default=2000)
-    save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2)
-    eval_steps: int = _doc("write a reconstruction picture every N optimiser steps (and at the end)", default=2000)
-    num_visualize: int = _doc("samples in each reconstruction picture", default=4)
+    max_train_samples: int | None = _doc("use only the first N images (debugging)", default=None, minimum=1)
+    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2, minimum=0)
+    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5, minimum=0)
+    logging_steps: int = _doc("log losses every N optimiser steps", default=50, minimum=1)
+    save_steps: int = _doc(
+        "save a resumable checkpoint every N optimiser steps (and at the end)", default=2000, minimum=1
+    )
+    save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2, minimum=1)
+    eval_steps: int = _doc(
+        "write a reconstruction picture every N optimiser steps (and at the end)", default=2000, minimum=1
+    )
+    num_visualize: int = _doc("samples in each reconstruction picture", default=4, minimum=1)
     resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
     progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)
 
@@ -225,6 +234,9 @@ def build_collator(config: DiGPreTrainingConfig, recipe: PretrainRecipe) -> DiGP
 
 
 def build_pretraining_config(recipe: PretrainRecipe) -> DiGPreTrainingConfig:
+    from .models import check_config_keys
+
+    check_config_keys(DiGPreTrainingConfig, dict(recipe.model_config), "model_config")
     return DiGPreTrainingConfig.from_preset(recipe.model_preset, **dict(recipe.model_config))
 
 
@@ -238,11 +250,61 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def checkpoint_files(num_processes: int) -> list[str]:
+    """What a complete checkpoint folder holds (accelerate's model/optimizer/RNG files and our state JSON)."""
+    return ["model.safetensors", "optimizer.bin", STATE_FILE, *(f"random_states_{i}.pkl" for i in range(num_processes))]
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))]
-    return sorted(found)
+    return numbered_folders(folder, CHECKPOINT_PATTERN)
+
+
+def _accelerate_safe_globals() -> list[Any]:
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
+    return list(TORCH_SAFE_GLOBALS)
+
+
+def check_checkpoint_files(folder: Path, names: Sequence[str]) -> None:
+    """Refuse a checkpoint that carries a pickle accelerate would load without restrictions
+    (`custom_checkpoint_*.pkl`), or whose listed files `torch.load(weights_only=True)` refuses."""
+    for custom in sorted(folder.glob("custom_checkpoint_*.pkl")):
+        raise ValueError(
+            f"{custom}: refusing to resume from a checkpoint with accelerate custom-object pickles (they are loaded "
+            f"with weights_only=False, i.e. they can run code); this version keeps that state in {STATE_FILE}. "
+            "Delete the folder or set resume=false."
+        )
+    for name in names:
+        file = folder / name
+        try:
+            with torch.serialization.safe_globals(_accelerate_safe_globals()):
+                torch.load(file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+            raise ValueError(
+                f"{file}: refused by torch.load(weights_only=True) ({weights_only_failure(error)}); not resuming "
+                "from a checkpoint that needs arbitrary unpickling"
+            ) from error
+
+
+def read_training_state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        int(state["step"]), dict(state["scheduler"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid pre-training state file ({error})") from error
+    return state
+
+
+def _first_unsafe_file(folder: Path) -> Path | None:
+    """The first pickle file of `folder` that `torch.load(weights_only=True)` refuses (for error messages)."""
+    for file in sorted(folder.iterdir()):
+        if file.suffix in (".bin", ".pkl", ".pt"):
+            try:
+                check_checkpoint_files(folder, [file.name])
+            except ValueError:
+                return file
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -343,7 +405,8 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, min(recipe.warmup_steps, total_steps), total_steps, min_lr=recipe.min_lr
     )
-    accelerator.register_for_checkpointing(scheduler)
+    # The scheduler is not registered with accelerate (that would pickle it into custom_checkpoint_0.pkl, which
+    # accelerate unpickles without restrictions): its state goes into STATE_FILE as JSON.
     unwrapped: DiGForPreTraining = accelerator.unwrap_model(model)
     base_momentum = unwrapped.config.momentum
     if accelerator.is_main_process:
@@ -360,11 +423,19 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
 
     checkpoint_dir = output_dir / "checkpoints"
     start_step = 0
-    existing = _checkpoints(checkpoint_dir)
-    if recipe.resume and existing:
-        start_step, path = existing[-1]
-        accelerator.load_state(str(path))
-        logger.info("resumed from %s (step %d)", path, start_step)
+    required = checkpoint_files(accelerator.num_processes)
+    latest = newest_complete_checkpoint(checkpoint_dir, required, CHECKPOINT_PATTERN) if recipe.resume else None
+    if latest is not None:
+        state = read_training_state(latest)
+        check_checkpoint_files(latest, [f"random_states_{accelerator.process_index}.pkl"])
+        try:
+            accelerator.load_state(str(latest))  # model: safetensors; optimizer, RNG: torch.load(weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError) as error:
+            unsafe = _first_unsafe_file(latest)
+            raise ValueError(f"{unsafe or latest}: cannot resume from this checkpoint ({error})") from error
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = int(state["step"])
+        logger.info("resumed from %s (step %d)", latest, start_step)
 
     # A fixed batch for the reconstruction pictures (first images, epoch-0 masks).
     visual_batch = collator([dataset[i] for i in range(min(recipe.num_visualize, len(dataset)))])
@@ -380,11 +451,26 @@ def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | 
     )
 
     def save_checkpoint() -> None:
+        """Written under a temporary name, fsynced, then renamed: a kill -9 never leaves a half-written step_N."""
+        final = checkpoint_dir / f"step_{global_step:08d}"
+        temporary = temporary_sibling(final)
+        if accelerator.is_main_process and temporary.exists():  # left by a killed run
+            shutil.rmtree(temporary)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(checkpoint_dir / f"step_{global_step:08d}"))
-        if accelerator.is_main_process and recipe.save_total_limit:
-            for _, old in _checkpoints(checkpoint_dir)[: -recipe.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+        accelerator.save_state(str(temporary))
+        if accelerator.is_main_process:
+            next_momentum = (
+                momentum_schedule(global_step, total_steps, base_momentum) if recipe.momentum_cosine else base_momentum
+            )  # a function of the step, stored for inspection
+            state = {"step": global_step, "scheduler": scheduler.state_dict(), "momentum": next_momentum}
+            (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            publish_folder(temporary, final)
+            if recipe.save_total_limit:
+                for _, old in _checkpoints(checkpoint_dir)[: -recipe.save_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
 
     def save_picture() -> None:
         if not accelerator.is_main_process:

@@ -56,9 +56,14 @@ def read_images(
 
 
 def read_with_pipeline(
-    model_dir: str | Path, paths: Sequence[Path], device: Any = None, batch_size: int = 16
+    model_dir: str | Path,
+    paths: Sequence[Path],
+    device: Any = None,
+    batch_size: int = 16,
+    trust_remote_code: bool = False,
 ) -> list[dict[str, Any]]:
-    """The same through the scene-text pipeline: image in, `[{"generated_text", "confidence"}]` out.
+    """The same through the scene-text pipeline: image in, `[{"generated_text", "confidence"}]` out. DiG /
+    CLIP4STR folders run the installed classes; other model types need `trust_remote_code=True`.
 
     Library mode asks for "image-text-to-text", the task transformers 5 redirects "image-to-text" to (our
     registered pipeline serves both names), so transformers prints no redirect notice.
@@ -69,7 +74,15 @@ def read_with_pipeline(
     import modeling_clip4str  # noqa: F401
     import modeling_dig  # noqa: F401
 
-    reader = pipeline("image-text-to-text", model=str(model_dir), device=device)
+    from .models import LIBRARY_MODEL_TYPES, _refuse_remote_code, is_saved_model, saved_model_type
+
+    if not is_saved_model(model_dir):
+        raise FileNotFoundError(f"{model_dir} is not a saved model folder (no config.json)")
+    model_type = saved_model_type(model_dir)
+    if model_type not in LIBRARY_MODEL_TYPES and not trust_remote_code:
+        raise _refuse_remote_code(Path(model_dir), model_type)
+
+    reader = pipeline("image-text-to-text", model=str(model_dir), device=device, trust_remote_code=trust_remote_code)
     images = [open_image(p) for p in paths]
     outputs = reader(images, return_confidence=True, batch_size=batch_size)
     results = []

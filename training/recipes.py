@@ -19,9 +19,13 @@ from typing import Any
 import yaml
 
 
-def _doc(help_text: str, **kwargs: Any) -> Any:
-    """A dataclass field whose help text is shown by `train_ocr <command> --help`."""
-    return field(metadata={"help": help_text}, **kwargs)
+def _doc(help_text: str, minimum: float | None = None, **kwargs: Any) -> Any:
+    """A dataclass field whose help text is shown by `train_ocr <command> --help`; `minimum`: smallest valid value
+    (checked when the recipe is read, so `num_beams=0` fails up front rather than deep inside a run)."""
+    metadata: dict[str, Any] = {"help": help_text}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    return field(metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -44,6 +48,11 @@ class ModelRecipe:
         "or for CLIP4STR a CLIP weight file (OpenAI .pt or open_clip state dict); null = random init",
         default=None,
     )
+    trust_remote_code: bool = _doc(
+        "let an init_from folder of another model_type run its own Python files (DiG/CLIP4STR folders always "
+        "load with this library's classes)",
+        default=False,
+    )
 
 
 @dataclass
@@ -51,7 +60,7 @@ class SyntheticRecipe:
     """Synthetic word images rendered into STR LMDBs before training (the quickstart's data)."""
 
     output_root: str = _doc("folder receiving train/, val/, test/ LMDB splits", default="outputs/synthetic")
-    num_train: int = _doc("training images", default=2000)
+    num_train: int = _doc("training images", default=2000, minimum=1)
     num_val: int = _doc("validation images", default=200)
     num_test: int = _doc("test images", default=200)
     seed: int = _doc("renderer seed (same seed = byte-identical LMDBs)", default=0)
@@ -75,9 +84,10 @@ class DataRecipe:
         "labels longer than this many characters (EOS not counted) are skipped (counted, logged); null = the "
         "model's max_label_length, which it may not exceed",
         default=None,
+        minimum=1,
     )
-    max_train_samples: int | None = _doc("use only the first N training samples (debugging)", default=None)
-    max_val_samples: int | None = _doc("use only the first N validation samples", default=None)
+    max_train_samples: int | None = _doc("use only the first N training samples (debugging)", default=None, minimum=1)
+    max_val_samples: int | None = _doc("use only the first N validation samples", default=None, minimum=1)
     synthetic: SyntheticRecipe | None = _doc(
         "render synthetic LMDBs first (quickstart); train/val default to its splits", default=None
     )
@@ -91,6 +101,7 @@ class OptimRecipe:
     lr_reference_batch: int = _doc(
         "total batch (per-device x processes x accumulation) at which base_lr applies (DiG 256, CLIP4STR 512)",
         default=256,
+        minimum=1,
     )
     betas: list[float] = _doc("AdamW betas", default_factory=lambda: [0.9, 0.999])
     eps: float = _doc("AdamW epsilon", default=1e-8)
@@ -108,7 +119,9 @@ class OptimRecipe:
         "'cosine' (linear warm-up, cosine to min_lr), 'one_cycle' (OneCycleLR), or 'constant'", default="cosine"
     )
     warmup_epochs: float = _doc("cosine: warm-up length in epochs (ignored if warmup_steps > 0)", default=1.0)
-    warmup_steps: int = _doc("cosine: warm-up length in optimiser steps (overrides warmup_epochs)", default=0)
+    warmup_steps: int = _doc(
+        "cosine: warm-up length in optimiser steps (overrides warmup_epochs)", default=0, minimum=0
+    )
     min_lr: float = _doc("cosine: final learning rate (scaled per group like the peak)", default=1e-6)
     pct_start: float = _doc("one_cycle: fraction of the steps spent increasing the lr", default=0.075)
     max_grad_norm: float | None = _doc("gradient clipping norm; null = no clipping", default=None)
@@ -119,22 +132,22 @@ class TrainRecipe:
     """Trainer settings: batch, length, precision, logging and checkpointing."""
 
     output_dir: str = _doc("checkpoints, logs, resolved recipe and plots go here", default="outputs/finetune")
-    per_device_train_batch_size: int = _doc("batch per process", default=64)
-    per_device_eval_batch_size: int = _doc("validation batch per process", default=128)
-    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1)
+    per_device_train_batch_size: int = _doc("batch per process", default=64, minimum=1)
+    per_device_eval_batch_size: int = _doc("validation batch per process", default=128, minimum=1)
+    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1, minimum=1)
     num_train_epochs: float = _doc("training epochs (ignored if max_steps > 0)", default=10.0)
     max_steps: int = _doc("optimiser steps; -1 = use num_train_epochs", default=-1)
     mixed_precision: str = _doc("'no', 'bf16' or 'fp16' (GPU only; ignored on CPU)", default="no")
-    logging_steps: int = _doc("log the loss every N steps", default=50)
-    eval_steps: int | None = _doc("validate every N steps; null = once per epoch; 0 = never", default=None)
-    save_steps: int | None = _doc("checkpoint every N steps; null = once per epoch", default=None)
-    save_total_limit: int | None = _doc("keep only the last N checkpoints", default=3)
+    logging_steps: int = _doc("log the loss every N steps", default=50, minimum=1)
+    eval_steps: int | None = _doc("validate every N steps; null = once per epoch; 0 = never", default=None, minimum=0)
+    save_steps: int | None = _doc("checkpoint every N steps; null = once per epoch", default=None, minimum=1)
+    save_total_limit: int | None = _doc("keep only the last N checkpoints", default=3, minimum=1)
     report_to: list[str] = _doc("logging integrations (tensorboard, wandb, ...); [] = console only",
                                 default_factory=lambda: ["tensorboard"])
     seed: int = _doc("seed for model init, data order and augmentation", default=0)
     resume: str | None = _doc("'auto' = latest checkpoint-* in output_dir if any; a checkpoint path; null = fresh",
                               default="auto")
-    dataloader_num_workers: int = _doc("data loading worker processes", default=0)
+    dataloader_num_workers: int = _doc("data loading worker processes", default=0, minimum=0)
     ddp_find_unused_parameters: bool = _doc("DDP: tolerate parameters without gradients", default=True)
     use_cpu: bool | None = _doc("force CPU; null = CPU only when no GPU is present", default=None)
     disable_tqdm: bool = _doc("hide progress bars", default=False)
@@ -146,15 +159,20 @@ class EvaluateRecipe:
 
     model: str | None = _doc("saved model folder; null = train.output_dir", default=None)
     data: str | None = _doc("benchmark root laid out as PARSeq's test/ (<name>/data.mdb) or one LMDB", default=None)
-    batch_size: int = _doc("evaluation batch", default=512)
+    batch_size: int = _doc("evaluation batch", default=512, minimum=1)
     cased: bool = _doc("also report 94-char case-sensitive accuracy", default=False)
-    num_beams: int = _doc("beam width (1 = greedy, the seeds' setting)", default=1)
+    num_beams: int = _doc("beam width (1 = greedy, the seeds' setting)", default=1, minimum=1)
     output: str | None = _doc("write the results JSON here; null = <model>/results.json", default=None)
-    max_samples: int | None = _doc("evaluate only the first N samples of each benchmark", default=None)
+    max_samples: int | None = _doc("evaluate only the first N samples of each benchmark", default=None, minimum=1)
     normalization: str | None = _doc(
         "image normalisation preset; CLIP4STR: 'clip' (training) or 'test' (0.5/0.5, the published numbers); "
         "null = the saved processor's setting",
         default=None,
+    )
+    trust_remote_code: bool = _doc(
+        "let a model folder of another model_type run its own Python files (DiG/CLIP4STR folders always load "
+        "with this library's classes)",
+        default=False,
     )
 
 
@@ -238,6 +256,10 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "recipe") -> Any:
     if unknown:
         raise RecipeError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    for f in dataclasses.fields(cls):
+        minimum, value = f.metadata.get("minimum"), kwargs.get(f.name)
+        if minimum is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
+            raise RecipeError(f"{where}.{f.name}: must be >= {minimum}, got {value}")
     return cls(**kwargs)
 
 
