@@ -82,6 +82,7 @@ class DiGModelTester:
 class DiGForTextRecognitionCommonTest(common.ModelTesterMixin, unittest.TestCase):
     all_model_classes = (DiGForTextRecognition,)
     is_encoder_decoder = True
+    test_can_init_all_missing_weights_before_2023 = True  # the mixin keys this on a copyright year we do not carry
     # the charset is fixed by DiGTokenizer and the embedding has an extra BOS row: resizing is refused (tested below)
     test_resize_embeddings = False
 
