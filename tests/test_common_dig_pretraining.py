@@ -67,7 +67,7 @@ class DiGPreTrainingModelTester:
 
 class DiGForPreTrainingCommonTest(common.ModelTesterMixin, unittest.TestCase):
     all_model_classes = (DiGForPreTraining,)
-    additional_model_inputs = ["augmented_pixel_values"]  # with pixel_values, both views of the eager/sdpa check
+    additional_model_inputs = ("augmented_pixel_values",)  # with pixel_values: both views of the eager/sdpa check
     test_resize_embeddings = False  # no token embeddings
     test_can_init_all_missing_weights_before_2023 = True  # the mixin keys this on a copyright year we do not carry
 
