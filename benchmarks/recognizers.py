@@ -94,7 +94,9 @@ class RecognizerBench(ABC):
     def decode_full_budget(self, pixel_values: torch.Tensor, use_cache: bool) -> torch.Tensor:
         """Greedy decoding forced to run all `max_label_length` steps (no early stop); `[B, L]` ids."""
 
-    def train_step(self, pixel_values: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+    def train_step(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer
+    ) -> float:
         """Forward with labels, backward, optimizer step: what one Trainer step costs."""
         self.model.train()
         loss = self.model(pixel_values=pixel_values, labels=labels).loss
@@ -137,11 +139,7 @@ class DiGBench(RecognizerBench):
         # min_length = max_length suppresses EOS until the budget is spent: every step is taken in both modes.
         steps = self.max_label_length + 1  # HF counts the BOS start column
         ids = self.model.generate(
-            pixel_values=pixel_values,
-            max_length=steps,
-            min_length=steps,
-            do_sample=False,
-            num_beams=1,
+            pixel_values=pixel_values, max_length=steps, min_length=steps, do_sample=False, num_beams=1,
             use_cache=use_cache,
         )
         return ids[:, 1:]  # drop the start token so both models return [B, L] predictions
@@ -158,10 +156,7 @@ class CLIP4STRBench(RecognizerBench):
 
     def build_model(self, preset: str) -> torch.nn.Module:
         from modeling_clip4str.configuration_clip4str import (
-            CLIP4STR_PRESETS,
-            CLIP4STRConfig,
-            CLIP4STRDecoderConfig,
-            build_preset_kwargs,
+            CLIP4STR_PRESETS, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs,
         )
         from modeling_clip4str.modeling_clip4str import CLIP4STRForTextRecognition
 
@@ -171,14 +166,8 @@ class CLIP4STRBench(RecognizerBench):
             raise ValueError(f"unknown CLIP4STR preset {preset!r}")
         # A few-layer CLIP for smoke tests: same code paths as B/16, seconds instead of minutes.
         kwargs = build_preset_kwargs(
-            embed_dim=64,
-            vision_width=64,
-            vision_layers=2,
-            patch_size=32,
-            text_width=64,
-            text_layers=2,
-            vocab_size=49408,
-            text_freeze_nlayer=1,
+            embed_dim=64, vision_width=64, vision_layers=2, patch_size=32, text_width=64, text_layers=2,
+            vocab_size=49408, text_freeze_nlayer=1,
         )
         kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=64, num_heads=2)
         return CLIP4STRForTextRecognition(CLIP4STRConfig(**kwargs))
