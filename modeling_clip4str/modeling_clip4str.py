@@ -65,7 +65,8 @@ class CLIP4STRRecognitionOutput(Seq2SeqLMOutput):
         and attentions with `output_hidden_states` / `output_attentions`, recorded by the tower's own
         `capture_outputs`).
     decoder_hidden_states / decoder_attentions / cross_attentions: with `output_hidden_states` /
-        `output_attentions`, the query stream of the cross decoder's last pass (the one that produced `logits`):
+        `output_attentions`, the query stream of the cross decoder's last pass (the one that produced `logits` at
+        inference; in training, the last permutation's):
         its input and each layer's output `[B, Q, D]`, and per layer the attention probabilities over the content
         `[B, H, Q, L]` and over the memory (image + caption tokens) `[B, H, Q, S]` (eager attention only).
     visual_logits: `[B, L, 95]` visual-branch logits of the same stage (refined when refinement runs).
