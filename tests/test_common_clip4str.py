@@ -178,3 +178,17 @@ class CLIP4STRForTextRecognitionCommonTest(common.ModelTesterMixin, unittest.Tes
         model = CLIP4STRForTextRecognition(config)
         self.assertIs(model.get_input_embeddings(), model.vision_model.embeddings.patch_embedding)
         self.assertIsNone(model.get_output_embeddings())
+
+
+# Low-precision eager/sdpa comparisons: a bf16/fp16 rounding difference can flip one greedy argmax of the visual
+# loop, and the compared last pass reads the caption decoded from it (discrete), so outputs need not be close; the
+# fp32 variants of the same test run.
+for _name in dir(common.ModelTesterMixin):
+    if _name.startswith("test_eager_matches_sdpa_inference_") and ("fp16" in _name or "bf16" in _name):
+        setattr(
+            CLIP4STRForTextRecognitionCommonTest,
+            _name,
+            unittest.skip(reason="fp16/bf16 can flip a greedy argmax the compared last pass depends on")(
+                lambda self: None
+            ),
+        )
