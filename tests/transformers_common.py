@@ -121,9 +121,8 @@ def _extract(sdist: Path, version: str, target: Path) -> None:
             if not init_file.exists():
                 init_file.write_text("")
         final = target / PACKAGE
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(package, final)
+        if not final.exists():  # else another process finished first: keep its copy, in use maybe
+            os.replace(package, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
