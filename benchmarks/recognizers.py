@@ -183,7 +183,7 @@ class CLIP4STRBench(RecognizerBench):
 
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.get_image_features(pixel_values)
+        return self.model.get_image_features(pixel_values).pooler_output
 
     @torch.no_grad()
     def decode_full_budget(self, pixel_values: torch.Tensor, use_cache: bool) -> torch.Tensor:

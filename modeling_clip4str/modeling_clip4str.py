@@ -11,7 +11,8 @@ transformers' own `CLIPVisionModel` / `CLIPTextModel`, so sdpa and gradient chec
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,10 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.generation.utils import GenerateEncoderDecoderOutput
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, Seq2SeqLMOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import can_return_tuple
 
 from .caption_tokenizer import CaptionTokenizer
 from .configuration_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig
@@ -51,12 +54,21 @@ class CLIP4STRDecoderOutput(ModelOutput):
 
 
 @dataclass
-class CLIP4STRRecognitionOutput(ModelOutput):
-    """Output of `CLIP4STRForTextRecognition.forward`.
+class CLIP4STRRecognitionOutput(Seq2SeqLMOutput):
+    """Output of `CLIP4STRForTextRecognition.forward`: transformers' `Seq2SeqLMOutput`, then CLIP4STR's own fields
+    (last, so that `to_tuple()` positions of the shared fields stay transformers' own).
 
     loss: training: PARSeq permutation loss (visual + cross branch); eval with labels: CE of `logits`.
     logits: `[B, L, 95]` cross-modal logits: the model's prediction (L = 26 after refinement; in training, those of
         the first (left-to-right) permutation).
+    encoder_last_hidden_state / encoder_hidden_states / encoder_attentions: the CLIP image tower's (hidden states
+        and attentions with `output_hidden_states` / `output_attentions`, recorded by the tower's own
+        `capture_outputs`).
+    decoder_hidden_states / decoder_attentions / cross_attentions: with `output_hidden_states` /
+        `output_attentions`, the query stream of the cross decoder's last pass (the one that produced `logits` at
+        inference; in training, the last permutation's):
+        its input and each layer's output `[B, Q, D]`, and per layer the attention probabilities over the content
+        `[B, H, Q, L]` and over the memory (image + caption tokens) `[B, H, Q, S]` (eager attention only).
     visual_logits: `[B, L, 95]` visual-branch logits of the same stage (refined when refinement runs).
     ce_terms: training only: the per-permutation mean CEs `[visual_0, cross_0, visual_1, cross_1, ...]`.
     The remaining fields are filled with `output_intermediates=True` (parity checks, analysis):
@@ -66,8 +78,6 @@ class CLIP4STRRecognitionOutput(ModelOutput):
     caption_ids / text_memory: the same for the caption the final cross pass used.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
     visual_logits: torch.FloatTensor | None = None
     ce_terms: torch.FloatTensor | None = None
     image_memory: torch.FloatTensor | None = None
@@ -155,7 +165,7 @@ class CLIP4STRAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        attn_output, _ = attention_interface(
+        attn_output, attn_weights = attention_interface(
             self,
             query_states,
             key_states,
@@ -165,7 +175,7 @@ class CLIP4STRAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
         )
         attn_output = attn_output.reshape(*hidden_states.shape[:-1], self.embed_dim)
-        return self.out_proj(attn_output)
+        return self.out_proj(attn_output), attn_weights
 
 
 class CLIP4STRDecoderLayer(GradientCheckpointingLayer):
@@ -197,11 +207,14 @@ class CLIP4STRDecoderLayer(GradientCheckpointingLayer):
         self_mask: torch.Tensor | None,
         memory_key: torch.Tensor,
         memory_value: torch.Tensor,
-    ) -> torch.Tensor:
-        stream = stream + self.dropout1(self.self_attn(stream_norm, self_key, self_value, self_mask))
-        stream = stream + self.dropout2(self.cross_attn(self.norm1(stream), memory_key, memory_value))
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The stream after the layer, and its self- and cross-attention probabilities (eager attention only)."""
+        attended, self_weights = self.self_attn(stream_norm, self_key, self_value, self_mask)
+        stream = stream + self.dropout1(attended)
+        attended, cross_weights = self.cross_attn(self.norm1(stream), memory_key, memory_value)
+        stream = stream + self.dropout2(attended)
         hidden = self.linear2(self.dropout(self.activation(self.linear1(self.norm2(stream)))))
-        return stream + self.dropout3(hidden)
+        return stream + self.dropout3(hidden), self_weights, cross_weights
 
     def forward(
         self,
@@ -213,17 +226,20 @@ class CLIP4STRDecoderLayer(GradientCheckpointingLayer):
         content_mask: torch.Tensor | None = None,
         past_key_values: DynamicCache | None = None,
         update_content: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`content` holds only the new positions when `past_key_values` caches the earlier ones."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`content` holds only the new positions when `past_key_values` caches the earlier ones. Returns the query
+        and content streams, then the query stream's self- and cross-attention probabilities (eager only)."""
         query_norm = self.norm_q(query)
         content_norm = self.norm_c(content)
         key, value = self.self_attn.project_key_value(content_norm)
         if past_key_values is not None:
             key, value = past_key_values.update(key, value, self.layer_idx)
-        query = self.forward_stream(query, query_norm, key, value, query_mask, memory_key, memory_value)
+        query, self_weights, cross_weights = self.forward_stream(
+            query, query_norm, key, value, query_mask, memory_key, memory_value
+        )
         if update_content:
-            content = self.forward_stream(content, content_norm, key, value, content_mask, memory_key, memory_value)
-        return query, content
+            content = self.forward_stream(content, content_norm, key, value, content_mask, memory_key, memory_value)[0]
+        return query, content, self_weights, cross_weights
 
 
 class CLIP4STRTokenEmbedding(nn.Module):
@@ -308,7 +324,7 @@ class CLIP4STRDecoder(nn.Module):
         content_attn = additive_attention_mask(content_mask, key_padding_mask, dtype)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            query, content = layer(
+            query, content, *_ = layer(
                 query,
                 content,
                 *memory_kv[i],
@@ -339,6 +355,14 @@ class CLIP4STRPreTrainedModel(PreTrainedModel):
         "RectangularCLIPVisionEmbeddings",
     ]
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: every initialiser here goes through `transformers.initialization` (which leaves loaded tensors
+        alone), so transformers' remote-code heuristic is not needed. That heuristic skips each module whose own
+        parameters are all initialised, which includes every parameter-less parent: CLIP sets its Linears from
+        CLIPAttention / CLIPMLP, so missing CLIP-tower weights would get a generic std 0.02 instead of CLIP's init."""
+        return False
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """PARSeq/CLIP4STR init: truncated normal (0.02) for decoder Linear/Embedding and position queries; the
@@ -367,6 +391,34 @@ class CLIP4STRPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+
+@contextmanager
+def record_last_decoder_pass(decoder: CLIP4STRDecoder, enabled: bool) -> Iterator[dict[str, list]]:
+    """Record the query stream of `decoder`'s last pass: its input and each layer's output (`hidden_states`), and
+    each layer's query self-/cross-attention probabilities. Decoding runs a decoder many times (greedy steps,
+    refinement, permutations) and transformers' `capture_outputs` would gather every pass; here a pass starting at
+    layer 0 replaces the previous one, so the lists end up holding the pass that produced the logits."""
+    recorded: dict[str, list] = {"hidden_states": [], "attentions": [], "cross_attentions": []}
+    if not enabled:
+        yield recorded
+        return
+
+    def hook(layer: CLIP4STRDecoderLayer, args: tuple, output: tuple) -> None:
+        if layer.layer_idx == 0:
+            for values in recorded.values():
+                values.clear()
+            recorded["hidden_states"].append(args[0])
+        recorded["hidden_states"].append(output[0])
+        recorded["attentions"].append(output[2])
+        recorded["cross_attentions"].append(output[3])
+
+    handles = [layer.register_forward_hook(hook) for layer in decoder.layers]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def labels_to_target(labels: torch.LongTensor, config: CLIP4STRConfig) -> torch.LongTensor:
@@ -410,7 +462,10 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         super().__init__(config)
         config = self.config  # PreTrainedModel may have copied it; the sub-modules must share this one
         # The decoder config has no PreTrainedModel of its own, so nothing else hands it the attention backend.
-        config.decoder._attn_implementation_internal = config._attn_implementation
+        # An implementation set explicitly on the decoder config is kept.
+        config.decoder._attn_implementation_internal = (
+            config.decoder._attn_implementation_internal or config._attn_implementation
+        )
         embed_dim = config.projection_dim
         if config.decoder.d_model != embed_dim:
             raise ValueError(
@@ -441,9 +496,10 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
     # ----------------------------------------------------------------------------------------------- freezing
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> CLIP4STRForTextRecognition:
-        model = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
         model.freeze_clip_layers()  # loading replaces the parameters, and with them their requires_grad flags
-        return model
+        return loaded
 
     def freeze_clip_layers(self) -> None:
         """The original's partial freezing: text blocks < text_freeze_nlayer, token/position embeddings and
@@ -469,25 +525,46 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
                 self.visual_projection.requires_grad_(False)
 
     # ----------------------------------------------------------------------------------------------- encoders
-    def get_encoder(self):
-        return self.vision_model
+    def get_encoder(self, modality: str | None = None):
+        """The CLIP image tower (the encoder of the recognizer), or the text tower for `modality="text"`."""
+        return self.text_model if modality == "text" else self.vision_model
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """Image memory [B, 1 + patches, E]: post-LayerNorm on ALL tokens (not only CLS), then the projection."""
-        hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
-        return self.visual_projection(self.vision_model.post_layernorm(hidden))
+    def get_input_embeddings(self) -> nn.Module:
+        """The image tower's patch embedding (a vision model's input embedding, as in transformers' CLIP)."""
+        return self.vision_model.get_input_embeddings()
 
-    def get_text_features(self, caption_ids: torch.LongTensor) -> torch.FloatTensor:
-        """Caption tokens [B, 16, E]: causal CLIP text tower, final LayerNorm on all tokens, projection (no pooling)."""
-        hidden = self.text_model(input_ids=caption_ids).last_hidden_state
-        return self.text_projection(hidden)
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """The image tower's outputs; `pooler_output` is CLIP4STR's image memory [B, 1 + patches, E]: post-LayerNorm
+        on ALL tokens (not only CLS), then the projection. `output_hidden_states` / `output_attentions` go to the
+        tower."""
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        memory = self.visual_projection(self.vision_model.post_layernorm(outputs.last_hidden_state))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=memory,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @can_return_tuple
+    def get_text_features(self, input_ids: torch.LongTensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """The text tower's outputs; `pooler_output` is the caption memory [B, 16, E]: causal CLIP text tower, final
+        LayerNorm on all tokens, projection (no pooling). `input_ids` are CLIP caption ids."""
+        outputs = self.text_model(input_ids=input_ids, return_dict=True, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=outputs.last_hidden_state,
+            pooler_output=self.text_projection(outputs.last_hidden_state),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
     def cross_memory(
         self, visual_logits: torch.Tensor, image_memory: torch.Tensor
     ) -> tuple[torch.Tensor, torch.LongTensor, torch.Tensor]:
         """[detached image tokens, text tokens of the greedy caption of `visual_logits`]; also the ids and text tokens."""
         caption_ids = self.caption_tokenizer(visual_logits.detach())
-        text_memory = self.get_text_features(caption_ids)
+        text_memory = self.get_text_features(caption_ids).pooler_output
         return torch.cat([image_memory.detach(), text_memory], dim=1), caption_ids, text_memory
 
     # ----------------------------------------------------------------------------------------------- inference
@@ -600,8 +677,10 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         output_intermediates: bool = False,
         batch_independent: bool | None = None,
         early_stop: bool | None = None,
+        **image_kwargs: Any,
     ) -> CLIP4STRRecognitionOutput:
         """The original's inference: visual loop -> cross loop -> refinement; the output is the cross branch.
+        `image_kwargs` (output_hidden_states, output_attentions) go to the image tower (`encoder_*` outputs).
 
         max_length=None is test mode (up to `max_label_length` characters, early stop once every row has an EOS);
         an explicit max_length is the validation mode (no early stop, `max_length + 1` steps). `early_stop=True` with
@@ -623,7 +702,8 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
             self.config.max_label_length if max_length is None else min(max_length, self.config.max_label_length)
         )
         num_steps = max_length + 1
-        image_memory = self.get_image_features(pixel_values)
+        image_outputs = self.get_image_features(pixel_values, return_dict=True, **image_kwargs)
+        image_memory = image_outputs.pooler_output
 
         row_lengths = None
         if self.config.decode_ar:
@@ -663,7 +743,13 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
             visual_logits = self.end_rows_at(visual_logits, row_lengths)
             cross_logits = self.end_rows_at(cross_logits, row_lengths)
 
-        output = CLIP4STRRecognitionOutput(logits=cross_logits, visual_logits=visual_logits)
+        output = CLIP4STRRecognitionOutput(
+            logits=cross_logits,
+            visual_logits=visual_logits,
+            encoder_last_hidden_state=image_outputs.last_hidden_state,
+            encoder_hidden_states=image_outputs.hidden_states,
+            encoder_attentions=image_outputs.attentions,
+        )
         if output_intermediates:
             output.image_memory = image_memory
             output.visual_logits_ar = visual_logits_ar
@@ -697,7 +783,7 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         if target.shape[1] < 3:
             raise ValueError("every label in this batch is empty (EOS only); drop empty labels before training.")
         pad, eos = self.config.pad_token_id, self.config.eos_token_id
-        image_memory = self.get_image_features(pixel_values)
+        image_memory = self.get_image_features(pixel_values, return_dict=True).pooler_output
         if permutations is None:
             permutations = generate_permutations(
                 target.shape[1] - 2,
@@ -758,13 +844,13 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         )
 
     def validation_logits_loss(
-        self, pixel_values: torch.FloatTensor, labels: torch.LongTensor, use_cache: bool = True
+        self, pixel_values: torch.FloatTensor, labels: torch.LongTensor, use_cache: bool = True, **image_kwargs: Any
     ) -> CLIP4STRRecognitionOutput:
         """The original's validation: decode max_length = longest label steps without early stop, CE over the
         label tokens (mean over non-ignored targets)."""
         target = labels_to_target(labels, self.config)[:, 1:]  # chars + EOS, PAD after
         max_length = target.shape[1] - 1
-        output = self.decode(pixel_values, max_length=max_length, use_cache=use_cache)
+        output = self.decode(pixel_values, max_length=max_length, use_cache=use_cache, **image_kwargs)
         target = target.masked_fill(target == self.config.pad_token_id, IGNORE_INDEX)
         output.loss = F.cross_entropy(output.logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
         return output
@@ -789,18 +875,30 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         if pixel_values is None:
             raise ValueError("CLIP4STRForTextRecognition needs pixel_values.")
         use_cache = True if use_cache is None else use_cache
-        if labels is not None and self.training:
-            output = self.permutation_loss(
-                pixel_values,
-                labels,
-                permutations=permutations,
-                generator=generator,
-                num_items_in_batch=kwargs.get("num_items_in_batch"),
-            )
-        elif labels is not None:
-            output = self.validation_logits_loss(pixel_values, labels, use_cache=use_cache)
-        else:
-            output = self.decode(pixel_values, use_cache=use_cache, output_intermediates=output_intermediates)
+        output_attentions = kwargs.get("output_attentions", self.config.output_attentions)
+        output_hidden_states = kwargs.get("output_hidden_states", self.config.output_hidden_states)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        image_kwargs = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        with record_last_decoder_pass(self.cross_decoder, output_hidden_states or output_attentions) as recorded:
+            if labels is not None and self.training:
+                output = self.permutation_loss(
+                    pixel_values,
+                    labels,
+                    permutations=permutations,
+                    generator=generator,
+                    num_items_in_batch=kwargs.get("num_items_in_batch"),
+                )
+            elif labels is not None:
+                output = self.validation_logits_loss(pixel_values, labels, use_cache=use_cache, **image_kwargs)
+            else:
+                output = self.decode(
+                    pixel_values, use_cache=use_cache, output_intermediates=output_intermediates, **image_kwargs
+                )
+        if output_hidden_states:
+            output.decoder_hidden_states = tuple(recorded["hidden_states"])
+        if output_attentions and all(w is not None for w in recorded["attentions"]):  # eager attention only
+            output.decoder_attentions = tuple(recorded["attentions"])
+            output.cross_attentions = tuple(recorded["cross_attentions"])
         if return_dict is False:
             return output.to_tuple()
         return output

@@ -277,6 +277,19 @@ def convert_state_dict(
             converted[new_key] = tensor
 
     target = expected_shapes(config)
+    # tensors the recognizer never uses (the original RecModel's SimMIM mask token): dropped, as from_pretrained does
+    from .modeling_dig import DiGForTextRecognition
+
+    ignored = [
+        key
+        for key in converted
+        if key not in target
+        and any(re.search(pattern, key) for pattern in DiGForTextRecognition._keys_to_ignore_on_load_unexpected)
+    ]
+    for key in ignored:
+        del converted[key]
+    if ignored:
+        logger.info("dropped %d checkpoint tensors the recognizer does not use: %s", len(ignored), ignored)
     missing = sorted(set(target) - set(converted))
     extra = sorted(set(converted) - set(target))
     mismatched = [

@@ -29,12 +29,22 @@ from transformers.modeling_outputs import (
     Seq2SeqLMOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_dig import DiGConfig, DiGDecoderConfig, DiGEncoderConfig
 
 # transformers 5.24 renamed the cache argument and output field `past_key_values` to `cache`. The models read the
 # cache under either name and return it under the installed transformers' own field name, so generate() finds it.
 CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_legacy_cache_name(forward: Callable) -> Callable:
+    """On transformers >= 5.24, `past_key_values=` is renamed to `cache=` with transformers' deprecation warning (as
+    its own models do); older versions pass `past_key_values` and it is read as is."""
+    if CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+    return forward
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Fixed sinusoid tables. Both recipes are reproduced exactly because the fixtures compare them bit for bit.
@@ -78,14 +88,21 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention. `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D]."""
+    """Reference attention. `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D].
+
+    Masked scores take the dtype's minimum rather than -inf, and a query row with no visible key gets zero weights
+    and output, as torch's sdpa gives (with -inf the softmax of such a row is NaN and spreads into the logits)."""
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    visible_rows = None
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
-            attn_weights = attn_weights.masked_fill(~attention_mask, float("-inf"))
+            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+            visible_rows = attention_mask.any(dim=-1, keepdim=True)
         else:
             attn_weights = attn_weights + attention_mask
     attn_weights = attn_weights.softmax(dim=-1)
+    if visible_rows is not None:
+        attn_weights = attn_weights * visible_rows
     probs = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
@@ -225,16 +242,18 @@ class DiGViTEncoder(nn.Module):
     `bool_masked_pos` is [B, N] bool with True = masked (HF convention, same polarity as the original's mask):
     masked tokens are replaced by `mask_token` BEFORE the position table is added and all tokens go through the
     blocks (SimMIM, not MAE dropping). `position_embeddings` is a non-persistent buffer (not in any state dict).
+    `use_mask_token` overrides `config.use_mask_token` (the recognizer never masks, so it builds none).
     """
 
     main_input_name = "pixel_values"
 
-    def __init__(self, config: DiGEncoderConfig) -> None:
+    def __init__(self, config: DiGEncoderConfig, use_mask_token: bool | None = None) -> None:
         super().__init__()
         config.validate_architecture()
         self.config = config
         self.patch_embed = DiGPatchEmbed(config)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.use_mask_token else None
+        use_mask_token = config.use_mask_token if use_mask_token is None else use_mask_token
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
         self.register_buffer(
             "position_embeddings", encoder_sincos_table(config.num_patches, config.hidden_size), persistent=False
         )
@@ -561,7 +580,8 @@ class DiGTextRecognitionOutput(Seq2SeqLMOutput):
     """transformers' `Seq2SeqLMOutput` (loss: see [`DiGForTextRecognition.forward`]; logits: [B, T, vocab_size], 97
     classes, BOS is never predicted), plus, last so that `to_tuple()` positions stay transformers' own:
 
-    memory: the bridge output (decoder keys/values source), None when the cross-attention cache was reused.
+    memory: with `output_memory=True`, the bridge output (decoder keys/values source); None when the
+        cross-attention cache was reused.
     """
 
     memory: torch.FloatTensor | None = None
@@ -587,13 +607,20 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
 
     is_scene_text_recognizer = True
     _tied_weights_keys: ClassVar[dict[str, str]] = {}
+    # The original RecModel (and converted or pre-training-initialised checkpoints) carry the SimMIM mask token, which
+    # recognition never uses: the recognizer builds none (it would be a trainable parameter without gradient).
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"^encoder\.mask_token$"]
 
     def __init__(self, config: DiGConfig) -> None:
         super().__init__(config)
         # PreTrainedModel resolves the attention implementation on the top config only: hand it to the sub-configs
-        # the encoder/decoder modules read (the setter is recursive)
-        self.config._attn_implementation = self.config._attn_implementation
-        self.encoder = DiGViTEncoder(config.encoder)
+        # the encoder/decoder modules read, keeping one set explicitly on a sub-config
+        top = self.config._attn_implementation
+        self.config._attn_implementation = {
+            "": top,
+            **{key: getattr(self.config, key)._attn_implementation_internal or top for key in ("encoder", "decoder")},
+        }
+        self.encoder = DiGViTEncoder(config.encoder, use_mask_token=False)
         self.linear_norm = DiGBridge(config)
         self.decoder = DiGDecoder(config.decoder)
         self.classifier = nn.Linear(config.decoder.d_model, config.decoder.vocab_size)
@@ -655,6 +682,21 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.decoder.embed_tokens
 
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.decoder.embed_tokens = value
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.classifier = new_embeddings
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        """Refused: DiG's classes are fixed by `DiGTokenizer` (94 characters, EOS, PAD, UNK) and its embedding has one
+        more row than the classifier (BOS, id `vocab_size`), which transformers' text-model resizing does not keep
+        (the resized model could not be reloaded). Build a new `DiGConfig` for another character set."""
+        raise NotImplementedError(
+            "DiGForTextRecognition does not resize its token embeddings: the character set is fixed by DiGTokenizer "
+            "and the embedding's extra BOS row; build a new DiGConfig (decoder.vocab_size) for another charset."
+        )
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.classifier
 
@@ -683,6 +725,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
             return total / denominator
         return total / labels.shape[0]
 
+    @accepts_legacy_cache_name
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -695,6 +738,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_memory: bool = False,
         **kwargs,
     ) -> DiGTextRecognitionOutput | tuple:
         r"""
@@ -708,6 +752,8 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         decoder_attention_mask: optional [B, past + T] key padding mask for self-attention (1 = keep).
         cache: the `EncoderDecoderCache` of earlier steps; also accepted as `past_key_values` (the name
             transformers < 5.24 passes) and returned under the installed transformers' field name.
+        output_memory: also return the bridge output as `memory` (off by default, so that the output holds exactly
+            `Seq2SeqLMOutput`'s fields, as transformers' encoder-decoders return).
         """
         past_key_values = cache if cache is not None else kwargs.pop("past_key_values", None)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -775,7 +821,7 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
-            memory=memory,
+            memory=memory if output_memory else None,
             **{CACHE_FIELD: getattr(decoder_outputs, CACHE_FIELD)},
         )
         return output if return_dict else output.to_tuple()

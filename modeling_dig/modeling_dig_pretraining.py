@@ -19,9 +19,10 @@ from torch import nn
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput, logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_dig_pretraining import DiGPreTrainingConfig
-from .modeling_dig import DiGPatchEmbed, DiGViTAttention, DiGViTEncoder, encoder_sincos_table
+from .modeling_dig import DiGPatchEmbed, DiGViTAttention, DiGViTEncoder, DiGViTLayer, encoder_sincos_table
 
 logger = logging.get_logger(__name__)
 
@@ -53,6 +54,12 @@ class DiGPreTrainingOutput(ModelOutput):
         Pooled windows (view 0 after the pixel projector) fed to the projectors.
     contrastive_accuracy (`torch.FloatTensor` of shape `()`):
         Top-1 accuracy (in %) of the queries finding their key, averaged over both directions.
+    hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states=True`):
+        The online encoder's input embeddings and the output of each block, `(2 * batch_size, num_patches,
+        hidden_size)` ([view 0; view 1]); recorded by transformers' output capturing.
+    attentions (`tuple(torch.FloatTensor)`, with `output_attentions=True` and eager attention):
+        The online encoder's attention probabilities per block, `(2 * batch_size, num_heads, num_patches,
+        num_patches)`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -70,6 +77,8 @@ class DiGPreTrainingOutput(ModelOutput):
     window_features: torch.FloatTensor | None = None
     momentum_window_features: torch.FloatTensor | None = None
     contrastive_accuracy: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class DiGProjectionMLP(nn.Sequential):
@@ -239,6 +248,11 @@ class DiGForPreTraining(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # transformers' output capturing: blocks of the online encoder only (".encoder." does not match the momentum one)
+    _can_record_outputs = {  # noqa: RUF012
+        "hidden_states": OutputRecorder(DiGViTLayer, index=0, layer_name="encoder"),
+        "attentions": OutputRecorder(DiGViTAttention, index=1, layer_name="encoder"),
+    }
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
@@ -255,14 +269,15 @@ class DiGForPreTraining(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """The original's initialisers: xavier-uniform Linear, MoCo v3 patch embedding, unit norms, zero biases."""
-        if isinstance(module, DiGPatchEmbed):
-            # MoCo v3's patch-embedding init: uniform over the flattened patch fan-in + fan-out.
-            proj = module.proj
+        if isinstance(module, nn.Conv2d):  # the patch projection (`DiGPatchEmbed.proj`), the only convolution
+            # MoCo v3's patch-embedding init: uniform over the flattened patch fan-in + fan-out. Matched on the
+            # Conv2d itself: transformers initialises missing weights through the module that holds them.
             bound = math.sqrt(
-                6.0 / float(proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels)
+                6.0 / float(module.in_channels * module.kernel_size[0] * module.kernel_size[1] + module.out_channels)
             )
-            init.uniform_(proj.weight, -bound, bound)
-            init.zeros_(proj.bias)
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         elif isinstance(module, DiGViTAttention):
             if module.q_bias is not None:
                 init.zeros_(module.q_bias)
@@ -283,7 +298,11 @@ class DiGForPreTraining(PreTrainedModel):
         super().__init__(config)
         # PreTrainedModel resolves the attention implementation on the top config only; the setter pushes it
         # down to the encoder sub-config that the ViT blocks read.
-        self.config._attn_implementation = self.config._attn_implementation
+        top = self.config._attn_implementation
+        self.config._attn_implementation = {
+            "": top,
+            "encoder": self.config.encoder._attn_implementation_internal or top,
+        }
         encoder_config = config.encoder
         hidden = encoder_config.hidden_size
         eps = config.batch_norm_eps
@@ -329,8 +348,11 @@ class DiGForPreTraining(PreTrainedModel):
             setattr(self, name, convert_to_sync_batchnorm(getattr(self, name), device_type, process_group))
         return self
 
-    def get_encoder(self) -> nn.Module:
+    def get_encoder(self, modality: str | None = None) -> nn.Module:
         return self.encoder
+
+    def get_input_embeddings(self) -> DiGPatchEmbed:
+        return self.encoder.patch_embed
 
     def _encode(self, encoder: nn.Module, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
         return encoder(pixel_values, bool_masked_pos=bool_masked_pos).last_hidden_state
@@ -362,13 +384,13 @@ class DiGForPreTraining(PreTrainedModel):
         std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
         return ((patches - mean) / (std + 1e-6)).flatten(2)
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
         augmented_pixel_values: torch.Tensor,
         bool_masked_pos: torch.Tensor,
         momentum: float | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> DiGPreTrainingOutput | tuple:
         r"""
@@ -383,10 +405,12 @@ class DiGForPreTraining(PreTrainedModel):
             EMA momentum for this step (1.0 = no update). Default: `config.momentum` in training mode, no update
             in eval mode.
 
+        output_hidden_states / output_attentions / return_dict (`bool`, *optional*):
+            Handled by transformers' `capture_outputs` (the online encoder's blocks; see `DiGPreTrainingOutput`).
+
         The MIM loss is a plain mean over masked patches and pixel values of the local batch; the contrastive
         loss averages over the local queries against the keys of all processes.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch_size = pixel_values.shape[0]
         if augmented_pixel_values.shape != pixel_values.shape:
             raise ValueError(
@@ -462,7 +486,7 @@ class DiGForPreTraining(PreTrainedModel):
             momentum_window_features=momentum_windows,
             contrastive_accuracy=(accuracy_12 + accuracy_21) / 2,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 def momentum_schedule(step: int, total_steps: int, base_momentum: float = 0.99) -> float:

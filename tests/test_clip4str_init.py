@@ -37,8 +37,8 @@ def open_clip_model():
 def assert_matches_open_clip(model, reference, rel: float = 1e-5) -> None:
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        image = model.get_image_features(pixels)
-        text = model.get_text_features(CAPTION_IDS)
+        image = model.get_image_features(pixels).pooler_output
+        text = model.get_text_features(CAPTION_IDS).pooler_output
         # open_clip pools: ln_post(CLS) @ proj and the EOT token's feature; ours keep every token.
         assert_close(image[:, 0], reference.encode_image(pixels), rel=rel)
         eot = CAPTION_IDS.argmax(-1)
@@ -51,8 +51,8 @@ def test_clip_init_file_reproduces_the_original_initial_memories(clip4str_fixtur
     expected = load_file(clip4str_fixtures / "expected.safetensors")
     assert model.config.vision_config.num_attention_heads == 2  # width 128 // 64
     with torch.no_grad():
-        image = model.get_image_features(inputs["pixel_values"])
-        text = model.get_text_features(expected["captions_token_ids"])
+        image = model.get_image_features(inputs["pixel_values"]).pooler_output
+        text = model.get_text_features(expected["captions_token_ids"]).pooler_output
     assert_close(image, expected["init_image_memory"], rel=1e-5)
     assert_close(text, expected["init_text_memory"], rel=1e-5)
     assert not model.text_model.encoder.layers[0].mlp.fc1.weight.requires_grad
@@ -119,11 +119,11 @@ def test_transformers_clip_folder(tmp_path):
     model = clip4str_from_transformers_clip(tmp_path, round_fp16=False).eval()
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ours = model.get_image_features(pixels)
+        ours = model.get_image_features(pixels).pooler_output
         hidden = clip.vision_model(pixel_values=pixels).last_hidden_state
         theirs = clip.visual_projection(clip.vision_model.post_layernorm(hidden))
         assert_close(ours, theirs, rel=1e-6)
-        text = model.get_text_features(CAPTION_IDS)
+        text = model.get_text_features(CAPTION_IDS).pooler_output
         assert_close(text, clip.text_projection(clip.text_model(input_ids=CAPTION_IDS).last_hidden_state), rel=1e-6)
 
 

@@ -68,7 +68,7 @@ def test_nar_decoding_runs_parallel_then_refines(pixels):
     with torch.no_grad():
         out = model(pixel_values=pixels, output_intermediates=True)
         # NAR = one pass with BOS only: the same numbers as querying the decoder directly.
-        memory = model.get_image_features(pixels)
+        memory = model.get_image_features(pixels).pooler_output
         bos = torch.full((4, 1), model.config.bos_token_id)
         direct = model.visual_decoder(bos, memory, query_positions=slice(0, 9)).logits
     assert_close(out.visual_logits_ar, direct, rel=1e-6)
@@ -357,3 +357,60 @@ def test_seq2seq_trainer_trains_and_predicts_with_generate(tmp_path, pixels):
     with torch.no_grad():
         expected = model.generate(pixel_values=pixels)
     assert (torch.as_tensor(prediction.predictions) == expected).all()
+
+
+# ---------------------------------------------------------------------------------------------------- issue 15
+
+
+def test_from_pretrained_with_loading_info_and_missing_clip_weights(tmp_path):
+    """output_loading_info=True used to crash (freezing was called on the returned tuple); CLIP-tower weights filled
+    as missing keys used to get a generic std 0.02 instead of CLIP's own init (out_proj std = width^-0.5)."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = "text_model.encoder.layers.1.self_attn.out_proj.weight"
+    del weights[missing]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = CLIP4STRForTextRecognition.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == {missing} or list(info["missing_keys"]) == [missing]
+    assert not loaded.text_model.encoder.layers[0].self_attn.q_proj.weight.requires_grad  # frozen (text_freeze 1)
+    width = model.config.clip_text_config.hidden_size
+    std = loaded.get_parameter(missing).std().item()
+    assert abs(std - width**-0.5) < 0.35 * width**-0.5, std  # CLIP's out_proj init, far from 0.02
+    assert torch.equal(loaded.visual_decoder.head.weight, model.visual_decoder.head.weight)
+
+
+def test_explicit_decoder_attention_implementation_is_kept():
+    config = tiny_config()
+    config.decoder._attn_implementation = "eager"
+    model = CLIP4STRForTextRecognition(config)
+    assert model.config.decoder._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_features_are_transformers_outputs(pixels):
+    model = tiny_model()
+    assert model.get_encoder() is model.vision_model and model.get_encoder(modality="image") is model.vision_model
+    assert model.get_encoder(modality="text") is model.text_model
+    with torch.no_grad():
+        image = model.get_image_features(pixels, output_hidden_states=True)
+        as_tuple = model.get_image_features(pixels, return_dict=False)
+        text = model.get_text_features(model.caption_tokenizer(torch.randn(pixels.shape[0], 9, 95)))
+    assert image.pooler_output.shape == (pixels.shape[0], image.last_hidden_state.shape[1], 32)
+    assert len(image.hidden_states) == model.config.vision_config.num_hidden_layers + 1
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], image.pooler_output)
+    assert text.pooler_output.shape == (pixels.shape[0], model.config.context_length, 32)
+
+
+def test_decoder_hidden_states_are_the_pass_that_made_the_logits(pixels):
+    model = tiny_model(depth=2)
+    with torch.no_grad():
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        plain = model(pixel_values=pixels)
+    decoder = model.cross_decoder
+    assert len(out.decoder_hidden_states) == 3 and len(out.encoder_hidden_states) == 2
+    torch.testing.assert_close(decoder.head(decoder.norm(out.decoder_hidden_states[-1])), out.logits)
+    assert torch.equal(out.logits, plain.logits) and plain.decoder_hidden_states is None
+    assert out.encoder_last_hidden_state.shape[:2] == out.encoder_hidden_states[-1].shape[:2]

@@ -41,7 +41,7 @@ def test_strip_tokens_follow_the_reading_order(strips):
     changed[..., 8:12] += 1.0  # the third 4-pixel column only
     with torch.no_grad():
         delta = (embeddings(changed) - embeddings(pixels)).abs().amax(dim=(0, 2))
-        memory = strips.get_image_features(pixels)
+        memory = strips.get_image_features(pixels).pooler_output
     assert delta.nonzero().flatten().tolist() == [3]  # class token first, then column strips left to right
     assert memory.shape == (2, 17, strips.config.projection_dim)
     assert strips.generate(pixel_values=pixels).shape == (2, strips.config.decoder.num_position_queries)

@@ -65,7 +65,8 @@ def test_cli_writes_a_complete_folder(converted_dir, dig_fixtures):
     assert config["auto_map"]["AutoModelForImageTextToText"] == "modeling_dig.DiGForTextRecognition"
     assert config["encoder"]["num_attention_heads"] == 3 and config["decoder"]["num_attention_heads"] == 4
     weights = load_file(converted_dir / "model.safetensors")
-    assert len(weights) == 77  # 79 original keys minus the patch_embed alias pair
+    assert len(weights) == 76  # 79 original keys minus the patch_embed alias pair and the unused mask token
+    assert "encoder.mask_token" not in weights
     assert "decoder.position_table" in weights and "encoder.position_embeddings" not in weights
 
 

@@ -254,6 +254,7 @@ def test_incremental_decoding_equals_full_forward():
                 decoder_input_ids=decoder_input_ids[:, t : t + 1],
                 cache=past,
                 use_cache=True,
+                output_memory=True,
             )
             past = getattr(out, CACHE_FIELD)
             steps.append(out.logits)
@@ -382,8 +383,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_encoder_mask_tokens_replace_patches_before_positions():
-    model = tiny_model()
-    encoder = model.encoder
+    torch.manual_seed(0)
+    encoder = DiGViTEncoder(DiGConfig.from_preset("tiny-test").encoder).eval()
     with torch.no_grad():
         encoder.mask_token.normal_()
         pixels = images(2)
@@ -396,7 +397,7 @@ def test_encoder_mask_tokens_replace_patches_before_positions():
         assert torch.allclose(embedded[mask], expected_masked.expand(2, -1, -1)[mask])
         assert torch.equal(embedded[~mask], plain[~mask])
         out = encoder(pixels, bool_masked_pos=mask)
-    assert out.last_hidden_state.shape == (2, 256, model.config.encoder.hidden_size)
+    assert out.last_hidden_state.shape == (2, 256, encoder.config.hidden_size)
     with pytest.raises(ValueError, match="bool_masked_pos"):
         encoder(pixels, bool_masked_pos=mask[:, :10])
 
@@ -473,3 +474,56 @@ def test_trainer_gradient_accumulation_equals_one_batch(tmp_path, normalization)
     reference = torch.cat([p.detach().flatten() for p in tiny_model().parameters()])
     assert (plain - reference).abs().max() > 1e-4  # the step did move the weights
     assert_close(plain, accumulated, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- issue 15
+
+
+def test_eager_attention_gives_sdpa_output_for_fully_masked_rows():
+    """A left-padded decoder_attention_mask leaves the first query rows with no visible key: eager used to give NaN
+    logits for the whole sample (softmax of all -inf), sdpa zeros; both now agree."""
+    decoder_input_ids = torch.tensor([[95, 95, 97, 3, 4], [97, 7, 8, 9, 10], [97, 1, 2, 3, 4]])
+    mask = torch.ones_like(decoder_input_ids)
+    mask[0, :2] = 0
+    logits = {}
+    for attn in ("eager", "sdpa"):
+        model = tiny_model(attn)
+        with torch.no_grad():
+            logits[attn] = model(
+                pixel_values=images(), decoder_input_ids=decoder_input_ids, decoder_attention_mask=mask
+            ).logits
+    assert torch.isfinite(logits["eager"]).all()
+    assert_close(logits["eager"], logits["sdpa"], rel=1e-5)
+
+
+def test_explicit_sub_config_attention_implementation_is_kept():
+    config = DiGConfig.from_preset("tiny-test")
+    config.decoder._attn_implementation = "eager"
+    model = DiGForTextRecognition(config)
+    assert model.config.decoder._attn_implementation == "eager"
+    assert model.config.encoder._attn_implementation == model.config._attn_implementation == "sdpa"
+    model.set_attn_implementation("sdpa")  # an explicit request for the whole model still reaches every part
+    assert model.config.decoder._attn_implementation == "sdpa"
+
+
+def test_recognizer_has_no_mask_token_and_loads_checkpoints_that_have_one(tmp_path, caplog):
+    """The recognizer never masks: a trainable mask token would get no gradient (DDP needed
+    find_unused_parameters). Checkpoints written with one (older folders, the original's) still load, silently."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model()
+    assert model.encoder.mask_token is None
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["encoder.mask_token"] = torch.ones(1, 1, model.config.encoder.hidden_size)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING):
+        loaded, info = DiGForTextRecognition.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and "mask_token" not in caplog.text
+    assert torch.equal(loaded.classifier.weight, model.classifier.weight)
+    model.train()
+    model(pixel_values=images(), labels=LABELS).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -178,7 +179,8 @@ def test_recognizer_initialised_from_pretraining_folder(tmp_path, caplog):
         recognizer, report = init_recognizer_from_pretraining(tmp_path, config)
     assert "start fresh" in caplog.text and "initialised" in caplog.text
     num_blocks = config.encoder.num_hidden_layers
-    assert len(report.loaded) == 3 + 13 * num_blocks  # mask token, patch embed (2), 13 tensors per block
+    assert len(report.loaded) == 2 + 13 * num_blocks  # patch embed (2), 13 tensors per block
+    assert "encoder.mask_token" in report.ignored  # the recognizer never masks, so it has no mask token
     assert "encoder.norm.weight" in report.fresh and any(k.startswith("decoder.") for k in report.fresh)
     assert not any(k.startswith("momentum_") for k in report.loaded)
     state = recognizer.state_dict()
@@ -240,6 +242,39 @@ def test_column_strip_pretraining_initialises_a_strip_recognizer(tmp_path):
     pretrained.save_pretrained(tmp_path)
     config = DiGConfig.from_preset("tiny-test", encoder=strips)
     _, report = init_recognizer_from_pretraining(tmp_path, config)
-    assert len(report.loaded) == 3 + 13 * config.encoder.num_hidden_layers
+    assert len(report.loaded) == 2 + 13 * config.encoder.num_hidden_layers
     with pytest.raises(ValueError, match="pre-training shape"):
         init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test"))
+
+
+def test_missing_weights_are_initialised_like_fresh_ones():
+    """from_pretrained with missing keys initialises them through the module holding them: the patch Conv2d (and
+    its momentum copy) used to keep uninitialised memory because the init matched its parameter-less parent."""
+    config = DiGPreTrainingConfig.from_preset("tiny-test")
+    model = DiGForPreTraining.from_pretrained(None, config=config, state_dict={})
+    proj, proj_m = model.encoder.patch_embed.proj, model.momentum_encoder.patch_embed.proj
+    bound = math.sqrt(6.0 / (proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels))
+    assert torch.isfinite(proj.weight).all() and proj.weight.abs().max() <= bound
+    assert proj.weight.std() > bound / 4  # uniform(-bound, bound), not zeros or a generic tiny std
+    assert torch.equal(proj.bias, torch.zeros_like(proj.bias))
+    assert torch.equal(proj_m.weight, proj.weight)
+
+
+def test_hidden_states_and_attentions_are_the_online_encoders():
+    model = _tiny_model().eval()
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(**_batch(2), output_hidden_states=True, output_attentions=True)
+        reference = model.encoder(
+            torch.cat([_batch(2)["pixel_values"], _batch(2)["augmented_pixel_values"]]),
+            bool_masked_pos=torch.cat([_batch(2)["bool_masked_pos"], torch.zeros_like(_batch(2)["bool_masked_pos"])]),
+            output_hidden_states=True,
+            output_attentions=True,
+        )
+    layers = model.config.encoder.num_hidden_layers
+    assert len(out.hidden_states) == layers + 1 and len(out.attentions) == layers
+    for ours, expected in zip(out.hidden_states, reference.hidden_states):
+        torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(out.attentions[-1], reference.attentions[-1])
+    torch.testing.assert_close(out.hidden_states[-1], out.encoder_last_hidden_state)
+    assert model(**_batch(2), return_dict=False)[0].ndim == 0  # the loss first

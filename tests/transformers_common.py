@@ -1,0 +1,171 @@
+"""transformers' own common model tests (ModelTesterMixin, ConfigTester, ...) for the installed transformers version.
+
+They are not in the wheel; the source distribution of the same version carries `tests/*.py`. This helper downloads
+it once with pip (`pip download --no-deps --no-binary :all: transformers==<installed>`), extracts the top-level
+test modules into a cache as the package `transformers_tests`, and puts the cache on `sys.path`:
+
+    from transformers_common import load_common_tests
+    common = load_common_tests()            # skips the calling module when they cannot be had
+    common.ModelTesterMixin, common.ConfigTester, common.floats_tensor, common.ids_tensor, ...
+
+Cache: `$HF_SCENE_TEXT_TESTS_CACHE` or `~/.cache/hf-scene-text/transformers-tests/<version>/`. An sdist already
+downloaded can be put there by hand (`transformers-<version>.tar.gz`).
+
+The sdist lacks three helper modules that `test_modeling_common.py` / `test_configuration_common.py` import
+(`tests/utils/test_configuration_utils.py`, `tests/generation/test_utils.py`, `tests/exporters/test_export.py`);
+when absent they are replaced by minimal stand-ins written here (an empty dict of common config kwargs, which only
+non-composite configs use, and empty mixin classes: generation and export are tested by our own test modules).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import transformers
+
+PACKAGE = "transformers_tests"
+# the sdist's top-level test modules we import, plus what they import relatively
+NEEDED_MODULES = ("test_modeling_common.py", "test_configuration_common.py", "test_pipeline_mixin.py")
+STAND_INS = {
+    "utils/test_configuration_utils.py": (
+        '"""Stand-in (not in the sdist): only non-composite configs read these; ours are composite."""\n\n'
+        "config_common_kwargs = {}\n"
+    ),
+    "generation/test_utils.py": (
+        '"""Stand-in (not in the sdist): generation is tested by this project\'s own test modules."""\n\n\n'
+        "class GenerationTesterMixin:\n    pass\n"
+    ),
+    "exporters/test_export.py": (
+        '"""Stand-in (not in the sdist): torch.export is tested by this project\'s own test modules."""\n\n\n'
+        "class ExportTesterMixin:\n    pass\n"
+    ),
+}
+
+
+def cache_dir(version: str = transformers.__version__) -> Path:
+    root = os.environ.get("HF_SCENE_TEXT_TESTS_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "hf-scene-text" / "transformers-tests"
+    return base / version
+
+
+def _pip_commands() -> list[list[str]]:
+    """pip of this interpreter, else any pip on PATH (uv venvs have none; `pip download` ignores the environment)."""
+    commands = [[sys.executable, "-m", "pip"]]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            commands.append([found])
+    return commands
+
+
+def _download_sdist(version: str, into: Path) -> Path:
+    """The sdist `transformers-<version>.tar.gz` in `into`, downloaded with pip when absent."""
+    sdist = into / f"transformers-{version}.tar.gz"
+    if sdist.is_file():
+        return sdist
+    errors = []
+    for pip in _pip_commands():
+        with tempfile.TemporaryDirectory(dir=into) as tmp:
+            result = subprocess.run(
+                [*pip, "download", "--no-deps", "--no-binary", ":all:", f"transformers=={version}", "-d", tmp],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            got = Path(tmp) / sdist.name
+            if result.returncode == 0 and got.is_file():
+                os.replace(got, sdist)  # visible only when complete
+                return sdist
+            errors.append(f"{' '.join(pip)}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+    raise RuntimeError("; ".join(errors) or "no pip found")
+
+
+def _extract(sdist: Path, version: str, target: Path) -> None:
+    """Extract `tests/*.py` (top level) into `target/transformers_tests/`, atomically, plus the stand-ins."""
+    prefix = f"transformers-{version}/tests/"
+    staging = Path(tempfile.mkdtemp(dir=target, prefix=".extract-"))
+    try:
+        package = staging / PACKAGE
+        package.mkdir()
+        with tarfile.open(sdist, "r:gz") as archive:
+            for member in archive.getmembers():
+                relative = member.name[len(prefix) :] if member.name.startswith(prefix) else None
+                if not relative or not member.isfile() or not relative.endswith(".py"):
+                    continue
+                if ".." in Path(relative).parts:
+                    continue
+                destination = package / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                destination.write_bytes(source.read())
+        for name in NEEDED_MODULES:
+            if not (package / name).is_file():
+                raise RuntimeError(f"{sdist.name} has no tests/{name}")
+        for relative, text in STAND_INS.items():
+            path = package / relative
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        for folder in [package, *(p for p in package.rglob("*") if p.is_dir())]:
+            init_file = folder / "__init__.py"
+            if not init_file.exists():
+                init_file.write_text("")
+        final = target / PACKAGE
+        if not final.exists():  # else another process finished first: keep its copy, in use maybe
+            os.replace(package, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_common_tests(version: str = transformers.__version__) -> Path:
+    """The cache folder holding the package `transformers_tests` for `version` (downloaded/extracted if needed)."""
+    target = cache_dir(version)
+    if (target / PACKAGE / "test_modeling_common.py").is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    sdist = _download_sdist(version, target)
+    _extract(sdist, version, target)
+    return target
+
+
+def load_common_tests() -> SimpleNamespace:
+    """Import transformers' common test modules, or skip the calling test module with the reason."""
+    try:
+        target = ensure_common_tests()
+    except Exception as error:  # noqa: BLE001 - any failure to obtain them is a skip with its reason
+        pytest.skip(
+            f"transformers {transformers.__version__}'s common tests are not available (sdist download/extract "
+            f"failed: {error}); put transformers-{transformers.__version__}.tar.gz in {cache_dir()}",
+            allow_module_level=True,
+        )
+    if str(target) not in sys.path:
+        sys.path.insert(0, str(target))
+    try:
+        modeling = importlib.import_module(f"{PACKAGE}.test_modeling_common")
+        configuration = importlib.import_module(f"{PACKAGE}.test_configuration_common")
+    except ModuleNotFoundError as error:  # a test-only dependency of transformers' suite (e.g. parameterized)
+        pytest.skip(
+            f"transformers' common tests need the package {error.name!r}: pip install {error.name}",
+            allow_module_level=True,
+        )
+    return SimpleNamespace(
+        ModelTesterMixin=modeling.ModelTesterMixin,
+        floats_tensor=modeling.floats_tensor,
+        ids_tensor=modeling.ids_tensor,
+        random_attention_mask=modeling.random_attention_mask,
+        _config_zero_init=modeling._config_zero_init,
+        ConfigTester=configuration.ConfigTester,
+    )
+
+
+__all__ = ["cache_dir", "ensure_common_tests", "load_common_tests"]
