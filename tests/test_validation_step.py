@@ -13,11 +13,11 @@ from training.recipes import OptimRecipe
 
 
 def reading_model():
-    """A tiny CLIP4STR whose predictions end with an EOS after a few characters (EOS bias +1.5 on both heads)."""
+    """A tiny CLIP4STR whose predictions end with an EOS after a few characters (EOS bias +0.5 on both heads)."""
     model = tiny_model(seed=0)
     with torch.no_grad():
-        model.visual_decoder.head.bias[model.config.eos_token_id] += 1.5
-        model.cross_decoder.head.bias[model.config.eos_token_id] += 1.5
+        model.visual_decoder.head.bias[model.config.eos_token_id] += 0.5
+        model.cross_decoder.head.bias[model.config.eos_token_id] += 0.5
     return model
 
 

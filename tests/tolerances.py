@@ -7,6 +7,8 @@ largest magnitude compared, never an absolute number that only one CPU's summati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -20,13 +22,24 @@ def _as_float64(value) -> torch.Tensor:
 
 
 def assert_close(actual, expected, *, rel: float = 1e-5, msg: str = "") -> None:
-    """max|actual - expected| <= rel * max(|actual|, |expected|) over the whole tensor.
+    """max|actual - expected| <= rel * max(|actual|, |expected|) over the whole tensor (model outputs, mappings
+    and tuples: field by field).
 
     `rel` is relative to the tensor's largest magnitude, so elements near zero inside a large tensor are judged by
     the scale the computation worked at. The default, 1e-5, is about 84 float32 roundings: room for a different
     summation order over a few hundred terms, far below any real bug (a wrong mask, scale or weight moves results by
     1e-3 or more).
     """
+    if isinstance(expected, Mapping):  # model outputs: every field, by name
+        assert isinstance(actual, Mapping) and list(actual.keys()) == list(expected.keys()), f"{msg} fields differ"
+        for key in expected:
+            assert_close(actual[key], expected[key], rel=rel, msg=f"{msg}.{key}".lstrip("."))
+        return
+    if isinstance(expected, (tuple, list)):
+        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), f"{msg} lengths differ"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, rel=rel, msg=f"{msg}[{i}]")
+        return
     actual, expected = _as_float64(actual), _as_float64(expected)
     assert actual.shape == expected.shape, f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     if actual.numel() == 0:
