@@ -18,10 +18,13 @@ from typing import Any
 import torch
 
 from .clip_initialization import load_clip_state_dict, round_like_original
+from .configuration_clip4str import CLIP4STRDecoderConfig
 from .configuration_str_adapter import LADDER_TYPES, STRAdapterConfig, str_adapter_kwargs
 from .modeling_str_adapter import STRAdapterForTextRecognition
 from .weight_conversion import (
     _BLOCK_RENAMES,
+    _CLIP_RENAMES,
+    _CLIP_TRANSPOSED,
     _split_in_proj,
     clip_dims_from_state_dict,
     convert_clip_state_dict,
@@ -204,6 +207,80 @@ def load_clip_into_str_adapter(
     report.raise_if_bad(source)
 
 
+def vision_state_dict_to_openai(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our image tower (`vision_model.*`, `visual_projection.weight`) -> OpenAI CLIP `visual.*` keys, q/k/v fused
+    back into `in_proj`: the layout the original's adapters are built from (the inverse of the tower conversion)."""
+    renames = {ours: theirs for theirs, ours in _CLIP_RENAMES.items() if theirs.startswith("visual.")}
+    transposed = {ours: theirs for theirs, ours in _CLIP_TRANSPOSED.items() if theirs.startswith("visual.")}
+    block_renames = {ours: theirs for theirs, ours in _BLOCK_RENAMES.items()}
+    layer = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.(.+)$")
+    openai: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if key in renames:
+            openai[renames[key]] = tensor
+        elif key in transposed:
+            openai[transposed[key]] = tensor.t().contiguous()
+        elif match := layer.match(key):
+            block, part = f"visual.transformer.resblocks.{match.group(1)}", match.group(2)
+            if part in block_renames:
+                openai[f"{block}.{block_renames[part]}"] = tensor
+            elif part.startswith("self_attn.q_proj."):
+                suffix = part.rsplit(".", 1)[1]
+                fused = [
+                    state_dict[f"vision_model.encoder.layers.{match.group(1)}.self_attn.{n}_proj.{suffix}"]
+                    for n in "qkv"
+                ]
+                openai[f"{block}.attn.in_proj_{suffix}"] = torch.cat(fused)
+    return openai
+
+
+def str_adapter_from_clip4str_towers(
+    clip4str: torch.nn.Module, round_fp16: bool = True, **config_overrides: Any
+) -> STRAdapterForTextRecognition:
+    """CLIP4STR + Adapter from the image tower of a CLIP4STR model (e.g. one `clip4str_from_open_clip` or
+    `clip4str_from_transformers_clip` built with round_fp16=False): same tower, adapter built from it."""
+    vision = {k: v for k, v in clip4str.state_dict().items() if k.startswith(VISION_PREFIXES)}
+    decoder_heads = config_overrides.pop("dec_num_heads", None)
+    decoder = CLIP4STRDecoderConfig(d_model=clip4str.config.projection_dim)
+    if decoder_heads is not None:
+        decoder.num_heads = int(decoder_heads)
+    config = STRAdapterConfig(
+        **{
+            "vision_config": clip4str.config.vision_config,
+            "decoder": decoder,
+            "projection_dim": clip4str.config.projection_dim,
+            **config_overrides,
+        }
+    )
+    model = STRAdapterForTextRecognition(config)
+    load_clip_into_str_adapter(model, vision_state_dict_to_openai(vision), round_fp16=round_fp16)
+    return model
+
+
+def str_adapter_from_open_clip(
+    model_name: str,
+    pretrained: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
+    round_fp16: bool = True,
+    **config_overrides: Any,
+) -> STRAdapterForTextRecognition:
+    """CLIP4STR + Adapter from `open_clip.create_model(model_name, pretrained)` (see `clip4str_from_open_clip`)."""
+    from .clip_initialization import clip4str_from_open_clip
+
+    towers = clip4str_from_open_clip(model_name, pretrained=pretrained, model_cfg=model_cfg, round_fp16=False)
+    return str_adapter_from_clip4str_towers(towers, round_fp16=round_fp16, **config_overrides)
+
+
+def str_adapter_from_transformers_clip(
+    path: str | Path, round_fp16: bool = True, **config_overrides: Any
+) -> STRAdapterForTextRecognition:
+    """CLIP4STR + Adapter from a transformers `CLIPModel` folder (see `clip4str_from_transformers_clip`)."""
+    from .clip_initialization import clip4str_from_transformers_clip
+
+    towers = clip4str_from_transformers_clip(path, round_fp16=False)
+    return str_adapter_from_clip4str_towers(towers, round_fp16=round_fp16, **config_overrides)
+
+
 def str_adapter_from_clip_file(
     path: str | Path, adapter_type: str = "linear", round_fp16: bool = True, **config_overrides: Any
 ) -> STRAdapterForTextRecognition:
@@ -225,5 +302,9 @@ __all__ = [
     "load_clip_into_str_adapter",
     "prune_clip_block",
     "prune_rows",
+    "str_adapter_from_clip4str_towers",
     "str_adapter_from_clip_file",
+    "str_adapter_from_open_clip",
+    "str_adapter_from_transformers_clip",
+    "vision_state_dict_to_openai",
 ]
