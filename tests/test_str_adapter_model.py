@@ -192,3 +192,27 @@ def test_bad_ladder_settings_are_config_errors():
         tiny_config("ladder", block_ids=[5])
     with pytest.raises(errors, match="prune_reduction"):
         tiny_config("ladder_pruning", prune_reduction=3)
+
+
+@pytest.mark.parametrize("adapter_type", ["linear", "ladder_pruning"])
+def test_a_tiny_model_fits_two_words_with_the_original_groups(adapter_type):
+    torch.manual_seed(0)
+    model = STRAdapterForTextRecognition(tiny_config(adapter_type)).train()
+    clip_before = model.vision_model.encoder.layers[0].mlp.fc1.weight.clone()
+    optimizer = torch.optim.AdamW(model.optimizer_groups(lr=2e-4, weight_decay=0.0), betas=(0.9, 0.98), eps=1e-6)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(2)
+    losses = []
+    for _ in range(40):
+        loss = model(pixel_values=pixels, labels=labels(), generator=generator).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses[::10]
+    assert torch.equal(model.vision_model.encoder.layers[0].mlp.fc1.weight, clip_before)  # CLIP stays frozen
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(
+            model.generate(pixel_values=pixels)[:, :4], torch.tensor([[11, 12, 13, 0], [21, 22, 23, 24]])
+        )
