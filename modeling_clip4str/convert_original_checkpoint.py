@@ -1,4 +1,5 @@
-"""Convert an original CLIP4STR (VL4STR) Lightning checkpoint into a transformers folder.
+"""Convert an original CLIP4STR (VL4STR) or CLIP4STR + Adapter (STRAdapter) Lightning checkpoint into a
+transformers folder (the kind is recognised from the checkpoint's tensors).
 
     python -m modeling_clip4str.convert_original_checkpoint --checkpoint clip4str_base16x16_d70bde1f2d.ckpt \
         --output clip4str-base16
@@ -23,7 +24,10 @@ import torch
 
 from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
 from .model_card import write_model_card
+from .model_card_str_adapter import render_str_adapter_model_card
 from .modeling_clip4str import CLIP4STRForTextRecognition
+from .modeling_str_adapter import STRAdapterForTextRecognition
+from .str_adapter_checkpoint import is_str_adapter_checkpoint, str_adapter_from_checkpoint
 from .weight_conversion import clip_dims_from_state_dict, convert_original_state_dict, load_converted
 
 logger = logging.getLogger(__name__)
@@ -135,17 +139,23 @@ def config_from_original(state_dict: dict[str, torch.Tensor], hyper_parameters: 
     )
 
 
-def convert_checkpoint(checkpoint_path: str | Path) -> tuple[CLIP4STRForTextRecognition, dict[str, Any]]:
-    """Build the model from a Lightning checkpoint; raises with the full report when any tensor does not fit."""
+def convert_checkpoint(
+    checkpoint_path: str | Path,
+) -> tuple[CLIP4STRForTextRecognition | STRAdapterForTextRecognition, dict[str, Any]]:
+    """Build the model from a Lightning checkpoint (CLIP4STR, or CLIP4STR + Adapter when it holds `adapter.*`
+    tensors); raises with the full report when any tensor does not fit."""
     checkpoint = load_lightning_checkpoint(checkpoint_path)
     state_dict = checkpoint["state_dict"]
-    hyper_parameters = dict(checkpoint.get("hyper_parameters") or {})
-    config = config_from_original(state_dict, hyper_parameters)
-    model = CLIP4STRForTextRecognition(config).eval()
-    converted, unexpected = convert_original_state_dict(state_dict)
-    report = load_converted(model, converted, unexpected)
-    report.raise_if_bad(str(checkpoint_path))
-    logger.info("converted %d original tensors into %d parameters", len(state_dict), len(converted))
+    if is_str_adapter_checkpoint(checkpoint):  # CLIP4STR + Adapter
+        model = str_adapter_from_checkpoint(checkpoint, str(checkpoint_path))
+    else:
+        hyper_parameters = dict(checkpoint.get("hyper_parameters") or {})
+        config = config_from_original(state_dict, hyper_parameters)
+        model = CLIP4STRForTextRecognition(config).eval()
+        converted, unexpected = convert_original_state_dict(state_dict)
+        report = load_converted(model, converted, unexpected)
+        report.raise_if_bad(str(checkpoint_path))
+    logger.info("converted %d original tensors into %d model tensors", len(state_dict), len(model.state_dict()))
     info = {
         "source_checkpoint": Path(checkpoint_path).name,
         "sha256": sha256_of(checkpoint_path),
@@ -176,13 +186,17 @@ def convert_and_save(checkpoint_path: str | Path, output_dir: str | Path, regist
         model.register_for_auto_class("AutoModelForImageTextToText")
     model.save_pretrained(output_dir)
     saved = save_processing(output_dir, model.config)
-    write_model_card(output_dir, model.config, **info, has_processor=bool(saved))
+    if isinstance(model, STRAdapterForTextRecognition):
+        card = render_str_adapter_model_card(model.config, num_trainable_parameters=model.num_parameters(True), **info)
+        (output_dir / "README.md").write_text(card, encoding="utf-8")
+    else:
+        write_model_card(output_dir, model.config, **info, has_processor=bool(saved))
     return output_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="original CLIP4STR Lightning .ckpt")
+    parser.add_argument("--checkpoint", required=True, help="original CLIP4STR or STRAdapter Lightning .ckpt")
     parser.add_argument("--output", required=True, help="folder to write (created if missing)")
     parser.add_argument("--no-remote-code", action="store_true", help="do not copy the modeling code into the folder")
     args = parser.parse_args(argv)
