@@ -106,6 +106,8 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
     _greedy_loop = CLIP4STRForTextRecognition._greedy_loop
     _parallel_pass = CLIP4STRForTextRecognition._parallel_pass
     _refine = CLIP4STRForTextRecognition._refine
+    row_decoding_lengths = CLIP4STRForTextRecognition.row_decoding_lengths
+    end_rows_at = CLIP4STRForTextRecognition.end_rows_at
     validation_logits_loss = CLIP4STRForTextRecognition.validation_logits_loss
     generate = CLIP4STRForTextRecognition.generate
 
@@ -208,13 +210,24 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
         max_length: int | None = None,
         use_cache: bool = True,
         output_intermediates: bool = False,
+        batch_independent: bool | None = None,
+        early_stop: bool | None = None,
     ) -> STRAdapterRecognitionOutput:
         """The original's inference: AR (or NAR) decoding, then `refine_iters` cloze refinements.
 
         max_length=None is test mode (up to `max_label_length` characters, early stop once every row has an EOS);
-        an explicit max_length is the validation mode (no early stop, `max_length + 1` steps).
+        an explicit max_length is the validation mode (no early stop, `max_length + 1` steps). `early_stop=True` with
+        a max_length is test mode with a shorter cap (`generate(max_new_tokens=...)`).
+
+        With one decoder the original is already batch-independent where it matters: the refinement hides each
+        row's context after its own first EOS, and a row without an EOS runs every step alone too. Only without
+        refinement do a row's logits past its own EOS depend on the batch; `batch_independent` (default True) then
+        ends them with a certain EOS, as CLIP4STR does.
         """
-        early_stop = max_length is None
+        if early_stop is None:
+            early_stop = max_length is None
+        if batch_independent is None:
+            batch_independent = getattr(self.config, "batch_independent_decoding", True)
         max_length = (
             self.config.max_label_length if max_length is None else min(max_length, self.config.max_label_length)
         )
@@ -233,6 +246,8 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
                 EncoderDecoderCache(DynamicCache(), cache.cross_attention_cache) if cache is not None else None
             )
             logits = self._refine(self.decoder, memory, logits, num_steps, refine_cache)
+        if self.config.decode_ar and early_stop and batch_independent and self.config.refine_iters == 0:
+            logits = self.end_rows_at(logits, self.row_decoding_lengths(logits))
         output = STRAdapterRecognitionOutput(logits=logits)
         if output_intermediates:
             output.image_memory = image_memory
