@@ -34,7 +34,14 @@ from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.convert_pretraining import weights_only_failure
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
 from processing.image_processing_scene_text import load_rgb_image
-from processing.lmdb_dataset import SkipCounter, check_image, find_lmdbs, open_lmdb, read_num_samples
+from processing.lmdb_dataset import (
+    SkipCounter,
+    check_image,
+    find_lmdbs,
+    lmdb_folders,
+    open_lmdb,
+    read_num_samples,
+)
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
 
@@ -157,8 +164,11 @@ class PretrainImageDataset(torch.utils.data.Dataset):
     def _add(self, path: Path, image_check: str) -> None:
         if not path.exists():
             raise FileNotFoundError(f"pre-training data {path} does not exist")
-        if path.is_dir() and not (path / "data.mdb").is_file() and not any(path.glob("**/data.mdb")):
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir() and not lmdb_folders(path):  # an image folder (unfinished LMDB writes do not count)
+            files = sorted(
+                p for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not files:
                 raise FileNotFoundError(
                     f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(IMAGE_SUFFIXES)})"
