@@ -28,7 +28,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "training").is_dir():
     # The `train_ocr` console script runs from anywhere; `training/` sits beside this file.
     sys.path.insert(0, str(REPO_ROOT))
-QUICKSTART_RECIPES = {"dig": "quickstart_dig", "clip4str": "quickstart_clip4str", "str_adapter": "quickstart_str_adapter"}
+QUICKSTART_RECIPES = {
+    "dig": "quickstart_dig", "clip4str": "quickstart_clip4str", "str_adapter": "quickstart_str_adapter",
+}
 
 logger = logging.getLogger("train_ocr")
 

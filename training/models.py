@@ -113,8 +113,8 @@ def build_config(recipe: ModelRecipe) -> Any:
 
 def build_processor(model_type: str, config: Any) -> Any:
     """The model family's default processor, sized to the model's input (DiG: 32x128 and 97 classes by default;
-    CLIP4STR and CLIP4STR + Adapter: 224x224 and the 94-char charset by default); its tokenizer takes labels of up to the model's
-    `max_label_length` characters."""
+    CLIP4STR and CLIP4STR + Adapter: 224x224 and the 94-char charset by default); its tokenizer takes labels of up
+    to the model's `max_label_length` characters."""
     _check_type(model_type)
     if model_type == "dig":
         from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
@@ -182,8 +182,8 @@ def _refuse_remote_code(path: Path, model_type: str | None) -> ValueError:
 
 
 def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any, str]:
-    """(model, processor, model_type) from a save_pretrained folder. DiG / CLIP4STR / STRAdapter folders load with this
-    library's classes and never run the folder's code; other model types only with `trust_remote_code=True`
+    """(model, processor, model_type) from a save_pretrained folder. DiG / CLIP4STR / STRAdapter folders load with
+    this library's classes and never run the folder's code; other model types only with `trust_remote_code=True`
     (through the Auto classes)."""
     path = Path(path)
     if not is_saved_model(path):
