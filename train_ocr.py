@@ -28,7 +28,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "training").is_dir():
     # The `train_ocr` console script runs from anywhere; `training/` sits beside this file.
     sys.path.insert(0, str(REPO_ROOT))
-QUICKSTART_RECIPES = {"dig": "quickstart_dig", "clip4str": "quickstart_clip4str"}
+QUICKSTART_RECIPES = {
+    "dig": "quickstart_dig", "clip4str": "quickstart_clip4str", "str_adapter": "quickstart_str_adapter",
+}
 
 logger = logging.getLogger("train_ocr")
 
@@ -147,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Renders synthetic LMDBs, fine-tunes the reduced model(s) of "
                                           "configs/quickstart_<model>.yaml, prints the test table and reads sample "
                                           "images with pipeline('image-to-text').")
-    sub.add_argument("--model", choices=["dig", "clip4str", "both"], default="dig", help="which model(s) (default dig)")
+    sub.add_argument("--model", choices=[*QUICKSTART_RECIPES, "both"], default="dig",
+                     help="which model(s) (default dig; both = dig and clip4str)")
     sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to each quickstart recipe")
     return parser
 

@@ -27,6 +27,15 @@ def tiny_twin(model_type: str, config):
         from modeling_dig import DiGConfig
 
         return DiGConfig.from_preset("tiny-test", decoder={"max_label_length": config.max_label_length})
+    if model_type == "str_adapter":
+        from modeling_clip4str import CLIP4STRDecoderConfig, STRAdapterConfig
+        from modeling_clip4str.configuration_str_adapter import str_adapter_kwargs
+
+        kwargs = str_adapter_kwargs(embed_dim=32, vision_width=64, vision_layers=1, patch_size=16, image_size=32,
+                                    text_width=64, text_layers=1)
+        kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, max_label_length=config.max_label_length)
+        return STRAdapterConfig(**kwargs, adapter_type=config.adapter_type, block_ids=[0],
+                                charset_train=config.charset_train, charset_test=config.charset_test)
     from modeling_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig
     from modeling_clip4str.configuration_clip4str import build_preset_kwargs
 

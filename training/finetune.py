@@ -23,7 +23,7 @@ from .checkpoints import incomplete_reason, newest_complete_checkpoint
 from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
-from .models import build_model, data_max_label_length
+from .models import build_model, data_max_label_length, is_parseq_family
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
 from .plots import plot_training_curves
 from .recipes import OptimRecipe, Recipe, save_recipe
@@ -73,7 +73,8 @@ class SceneTextTrainer(Seq2SeqTrainer):
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The validation loss plus greedy predicted ids.
 
-        DiG: teacher-forced loss, then `generate(pixel_values)` (no labels reach generate). CLIP4STR: the eval-mode
+        DiG: teacher-forced loss, then `generate(pixel_values)` (no labels reach generate). CLIP4STR (and CLIP4STR +
+        Adapter, which shares its validation decoding): the eval-mode
         forward with labels already decodes (the original's validation: the longest label's steps, no early stop);
         its logits give the ids, as the original scores validation accuracy from them (PARSeq's `_eval_step`), so
         each batch is decoded once.
@@ -84,7 +85,7 @@ class SceneTextTrainer(Seq2SeqTrainer):
         with torch.no_grad():
             outputs = model(**inputs)
             loss = outputs.loss.detach()
-            if self.model_type == "clip4str":
+            if is_parseq_family(self.model_type):
                 ids = outputs.logits.argmax(-1)
             else:
                 generator = self.accelerator.unwrap_model(model)

@@ -1,5 +1,5 @@
 """Recognizer + processor from a recipe's `model` section: fresh, from a saved folder, from DiG pre-training
-weights, or (CLIP4STR) from CLIP weights."""
+weights, or (CLIP4STR, CLIP4STR + Adapter) from CLIP weights."""
 
 from __future__ import annotations
 
@@ -16,10 +16,18 @@ from .recipes import ModelRecipe
 
 logger = logging.getLogger(__name__)
 
-MODEL_TYPES = ("dig", "clip4str")
+MODEL_TYPES = ("dig", "clip4str", "str_adapter")
+PARSEQ_FAMILY = ("clip4str", "str_adapter")
+"""Recognizers with CLIP towers, PARSeq's decoder and CLIP4STR's processor: they share the CLIP4STR code paths here
+(config from CLIP dimensions, CLIP weight files as init_from, validation ids from the eval forward's logits)."""
 LIBRARY_MODEL_TYPES = (*MODEL_TYPES, "dig_pretraining")
 """model_type values this library implements: such folders load with the installed classes, never the folder's
 own Python files (which `save_pretrained` copies beside the weights for remote-code users)."""
+
+
+def is_parseq_family(model_type: str) -> bool:
+    """True for CLIP4STR and CLIP4STR + Adapter (see PARSEQ_FAMILY)."""
+    return model_type in PARSEQ_FAMILY
 
 
 def _check_type(model_type: str) -> None:
@@ -56,7 +64,8 @@ def check_config_keys(config_class: type, values: dict[str, Any], where: str, ex
 
 
 def build_config(recipe: ModelRecipe) -> Any:
-    """DiGConfig / CLIP4STRConfig from the recipe's preset and config overrides (unknown keys are an error)."""
+    """DiGConfig / CLIP4STRConfig / STRAdapterConfig from the recipe's preset and config overrides (unknown keys are
+    an error)."""
     _check_type(recipe.type)
     values = copy.deepcopy(recipe.config)
     if recipe.type == "dig":
@@ -68,31 +77,44 @@ def build_config(recipe: ModelRecipe) -> Any:
             return DiGConfig.from_preset(recipe.preset, **values)
         return DiGConfig(**values)
 
-    from modeling_clip4str import CLIP4STRConfig
+    from modeling_clip4str import CLIP4STR_PRESETS, STR_ADAPTER_PRESETS, CLIP4STRConfig, STRAdapterConfig
     from modeling_clip4str.configuration_clip4str import CLIP4STRDecoderConfig, build_preset_kwargs
+    from modeling_clip4str.configuration_str_adapter import str_adapter_kwargs
 
+    if recipe.type == "clip4str":
+        config_class, to_kwargs = CLIP4STRConfig, build_preset_kwargs
+        presets = {name: (dims, {}) for name, dims in CLIP4STR_PRESETS.items()}
+    else:  # CLIP4STR + Adapter: a preset is CLIP dimensions plus the adapter settings
+        config_class = STRAdapterConfig
+
+        def to_kwargs(**dims: Any) -> dict[str, Any]:  # no text tower: its dimensions are not needed
+            return str_adapter_kwargs(**{"text_width": 64, "text_layers": 1, "text_freeze_nlayer": 0, **dims})
+
+        presets = {name: (p["clip"], p["adapter"]) for name, p in STR_ADAPTER_PRESETS.items()}
     # CLIP dimensions (embed_dim, vision_width, ...) are build_preset_kwargs arguments; the rest are config fields.
     clip_keys = set(inspect.signature(build_preset_kwargs).parameters)
-    check_config_keys(CLIP4STRConfig, values, "model.config", extra=sorted(clip_keys))
+    check_config_keys(config_class, values, "model.config", extra=sorted(clip_keys))
     clip_dims = {k: values.pop(k) for k in list(values) if k in clip_keys}
     decoder = values.pop("decoder", None)
+    preset_fields: dict[str, Any] = {}
     if recipe.preset is not None:
-        from modeling_clip4str.configuration_clip4str import CLIP4STR_PRESETS
-
-        if recipe.preset not in CLIP4STR_PRESETS:
-            raise ValueError(f"unknown CLIP4STR preset {recipe.preset!r}; choose one of {sorted(CLIP4STR_PRESETS)}")
-        clip_dims = {**CLIP4STR_PRESETS[recipe.preset], **clip_dims}
-    kwargs: dict[str, Any] = build_preset_kwargs(**clip_dims) if clip_dims else {}
+        if recipe.preset not in presets:
+            raise ValueError(
+                f"unknown {config_class.__name__} preset {recipe.preset!r}; choose one of {sorted(presets)}"
+            )
+        preset_dims, preset_fields = presets[recipe.preset]
+        clip_dims = {**preset_dims, **clip_dims}
+    kwargs: dict[str, Any] = {**(to_kwargs(**clip_dims) if clip_dims else {}), **copy.deepcopy(preset_fields)}
     if decoder is not None:
         d_model = kwargs["decoder"].d_model if "decoder" in kwargs else decoder.get("d_model", 512)
         kwargs["decoder"] = CLIP4STRDecoderConfig(**{"d_model": d_model, **decoder})
-    return CLIP4STRConfig(**{**kwargs, **values})
+    return config_class(**{**kwargs, **values})
 
 
 def build_processor(model_type: str, config: Any) -> Any:
     """The model family's default processor, sized to the model's input (DiG: 32x128 and 97 classes by default;
-    CLIP4STR: 224x224 and the 94-char charset by default); its tokenizer takes labels of up to the model's
-    `max_label_length` characters."""
+    CLIP4STR and CLIP4STR + Adapter: 224x224 and the 94-char charset by default); its tokenizer takes labels of up
+    to the model's `max_label_length` characters."""
     _check_type(model_type)
     if model_type == "dig":
         from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
@@ -136,9 +158,9 @@ def model_class(model_type: str) -> type:
         from modeling_dig import DiGForTextRecognition
 
         return DiGForTextRecognition
-    from modeling_clip4str import CLIP4STRForTextRecognition
+    from modeling_clip4str import CLIP4STRForTextRecognition, STRAdapterForTextRecognition
 
-    return CLIP4STRForTextRecognition
+    return CLIP4STRForTextRecognition if model_type == "clip4str" else STRAdapterForTextRecognition
 
 
 def saved_model_type(path: str | Path) -> str | None:
@@ -160,8 +182,8 @@ def _refuse_remote_code(path: Path, model_type: str | None) -> ValueError:
 
 
 def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, Any, str]:
-    """(model, processor, model_type) from a save_pretrained folder. DiG / CLIP4STR folders load with this
-    library's classes and never run the folder's code; other model types only with `trust_remote_code=True`
+    """(model, processor, model_type) from a save_pretrained folder. DiG / CLIP4STR / STRAdapter folders load with
+    this library's classes and never run the folder's code; other model types only with `trust_remote_code=True`
     (through the Auto classes)."""
     path = Path(path)
     if not is_saved_model(path):
@@ -224,13 +246,20 @@ def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
 
 
 def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:
-    """DiG: encoder from a pre-training folder / original .pth; CLIP4STR: CLIP towers from a CLIP weight file."""
+    """DiG: encoder from a pre-training folder / original .pth; CLIP4STR: CLIP towers from a CLIP weight file;
+    CLIP4STR + Adapter: the image tower and (ladder adapters) the side network built from a CLIP weight file."""
     if not path.exists():
         raise FileNotFoundError(f"model.init_from={path} does not exist")
     if model_type == "dig":
         from modeling_dig.convert_pretraining import load_pretrained_encoder
 
         report = load_pretrained_encoder(model, path)
+    elif model_type == "str_adapter":
+        from modeling_clip4str.clip_initialization import load_clip_state_dict
+        from modeling_clip4str.str_adapter_conversion import load_clip_into_str_adapter
+
+        load_clip_into_str_adapter(model, load_clip_state_dict(path), source=str(path))  # raises on bad keys
+        report = f"CLIP image tower and {model.config.adapter_type} adapter initialised"
     else:
         from modeling_clip4str.clip_initialization import load_clip_state_dict, load_clip_weights
 

@@ -7,6 +7,8 @@
 - CLIP4STR (open_clip rules): AdamW (0.9, 0.98), eps 1e-6; no decay on parameters with < 2 dims or whose name
   names a norm, a bias, logit_scale, pos_queries or the decoder's text embedding; the decoders (everything outside
   the CLIP towers) train at `decoder_lr_scale` x the CLIP lr. OneCycleLR per step.
+- A model with its own `optimizer_groups(lr, weight_decay)` (CLIP4STR + Adapter: the original's four groups, scaled
+  by its config's coef_lr / coef_wd) gets exactly those; the recipe gives only the lr and the weight decay.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def is_clip_tower(name: str) -> bool:
 
 def build_param_groups(model: torch.nn.Module, model_type: str, optim: OptimRecipe, lr: float) -> list[dict]:
     """Parameter groups with per-group `lr` and `weight_decay`; frozen parameters are left out."""
+    own_groups = getattr(getattr(model, "module", model), "optimizer_groups", None)  # DDP wraps the model
+    if callable(own_groups):
+        groups_list = [group for group in own_groups(lr, optim.weight_decay) if group["params"]]
+        for group in groups_list:
+            logger.info("param group %s: %d tensors, lr %.3g, wd %.3g", group.get("name"), len(group["params"]),
+                        group["lr"], group["weight_decay"])
+        return groups_list
     num_layers = _num_encoder_layers(model)
     groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
     for name, param in model.named_parameters():

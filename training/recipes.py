@@ -32,20 +32,20 @@ def _doc(help_text: str, minimum: float | None = None, **kwargs: Any) -> Any:
 class ModelRecipe:
     """Which recognizer to build and where its initial weights come from."""
 
-    type: str = _doc("model family: 'dig' or 'clip4str'", default="dig")
+    type: str = _doc("model family: 'dig', 'clip4str' or 'str_adapter' (CLIP4STR + Adapter)", default="dig")
     preset: str | None = _doc(
         "named architecture of the config class (DiG: vit-tiny / vit-small / vit-base / tiny-test; "
-        "CLIP4STR: see CLIP4STRConfig presets); null = the config class defaults",
+        "CLIP4STR / str_adapter: see CLIP4STRConfig / STRAdapterConfig presets); null = the config class defaults",
         default=None,
     )
     config: dict[str, Any] = _doc(
-        "keyword arguments for DiGConfig / CLIP4STRConfig, applied on top of the preset "
+        "keyword arguments for DiGConfig / CLIP4STRConfig / STRAdapterConfig, applied on top of the preset "
         "(nested `encoder:` / `decoder:` mappings update the sub-configs)",
         default_factory=dict,
     )
     init_from: str | None = _doc(
         "initial weights: a saved HF model folder, a DiG pre-training folder or .pth checkpoint (encoder only), "
-        "or for CLIP4STR a CLIP weight file (OpenAI .pt or open_clip state dict); null = random init",
+        "or for CLIP4STR / str_adapter a CLIP weight file (OpenAI .pt or open_clip state dict); null = random init",
         default=None,
     )
     trust_remote_code: bool = _doc(
