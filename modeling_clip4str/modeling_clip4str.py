@@ -761,6 +761,30 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         return output
 
     # ----------------------------------------------------------------------------------------------- training
+    def _training_permutations(
+        self, target: torch.LongTensor, permutations: torch.LongTensor | None, generator: torch.Generator | None
+    ) -> torch.LongTensor:
+        """The PLM permutations for `target` ([BOS] + chars + [EOS], [B, T]): the given ones (checked) or sampled
+        with `generator` (None: torch's global RNG, as the original)."""
+        if target.shape[1] < 3:
+            raise ValueError("every label in this batch is empty (EOS only); drop empty labels before training.")
+        if permutations is None:
+            permutations = generate_permutations(
+                target.shape[1] - 2,
+                self.config.perm_num,
+                self.config.perm_forward,
+                self.config.perm_mirrored,
+                generator=generator,
+                device=target.device,
+            )
+        elif permutations.shape[1] != target.shape[1]:
+            raise ValueError(
+                f"permutations have length {permutations.shape[1]} but the targets [BOS] + chars + [EOS] have "
+                f"{target.shape[1]} positions."
+            )
+        permutations = permutations.to(target.device)
+        return permutations
+
     def permutation_loss(
         self,
         pixel_values: torch.FloatTensor,
@@ -780,25 +804,9 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         EOS/character ratio; PARSeq's n_p already differs between permutations).
         """
         target = labels_to_target(labels, self.config)
-        if target.shape[1] < 3:
-            raise ValueError("every label in this batch is empty (EOS only); drop empty labels before training.")
         pad, eos = self.config.pad_token_id, self.config.eos_token_id
         image_memory = self.get_image_features(pixel_values, return_dict=True).pooler_output
-        if permutations is None:
-            permutations = generate_permutations(
-                target.shape[1] - 2,
-                self.config.perm_num,
-                self.config.perm_forward,
-                self.config.perm_mirrored,
-                generator=generator,
-                device=target.device,
-            )
-        elif permutations.shape[1] != target.shape[1]:
-            raise ValueError(
-                f"permutations have length {permutations.shape[1]} but the targets [BOS] + chars + [EOS] have "
-                f"{target.shape[1]} positions."
-            )
-        permutations = permutations.to(target.device)
+        permutations = self._training_permutations(target, permutations, generator)
         tgt_in, tgt_out = target[:, :-1], target[:, 1:]
         # No position ever depends on EOS (or PAD) as context.
         padding = (tgt_in == pad) | (tgt_in == eos)

@@ -33,7 +33,7 @@ from .modeling_clip4str import (
     CLIP4STRPreTrainedModel,
     labels_to_target,
 )
-from .permutations import generate_permutations, permutation_attention_masks
+from .permutations import permutation_attention_masks
 from .vision_embeddings import build_vision_tower
 
 
@@ -107,6 +107,7 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
     _parallel_pass = CLIP4STRForTextRecognition._parallel_pass
     _refine = CLIP4STRForTextRecognition._refine
     row_decoding_lengths = CLIP4STRForTextRecognition.row_decoding_lengths
+    _training_permutations = CLIP4STRForTextRecognition._training_permutations
     end_rows_at = CLIP4STRForTextRecognition.end_rows_at
     validation_logits_loss = CLIP4STRForTextRecognition.validation_logits_loss
     generate = CLIP4STRForTextRecognition.generate
@@ -272,25 +273,9 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
         `num_items_in_batch` (Trainer, gradient accumulation) weights this micro-batch by n_0 / num_items_in_batch.
         """
         target = labels_to_target(labels, self.config)
-        if target.shape[1] < 3:
-            raise ValueError("every label in this batch is empty (EOS only); drop empty labels before training.")
         pad, eos = self.config.pad_token_id, self.config.eos_token_id
         memory = self.encode(pixel_values)
-        if permutations is None:
-            permutations = generate_permutations(
-                target.shape[1] - 2,
-                self.config.perm_num,
-                self.config.perm_forward,
-                self.config.perm_mirrored,
-                generator=generator,
-                device=target.device,
-            )
-        elif permutations.shape[1] != target.shape[1]:
-            raise ValueError(
-                f"permutations have length {permutations.shape[1]} but the targets [BOS] + chars + [EOS] have "
-                f"{target.shape[1]} positions."
-            )
-        permutations = permutations.to(target.device)
+        permutations = self._training_permutations(target, permutations, generator)
         tgt_in, tgt_out = target[:, :-1], target[:, 1:]
         padding = (tgt_in == pad) | (tgt_in == eos)  # no position ever depends on EOS (or PAD) as context
         length = tgt_in.shape[1]
