@@ -118,7 +118,8 @@ def check(command: str) -> None:
     elif program == "bash":
         check_script(argv[0], argv[1:])
     elif program == ".tools/bin/uv":
-        assert argv[:1] == ["lock"], command  # uv's own command: `uv lock --upgrade` refreshes uv.lock
+        # uv's own commands: `uv lock --upgrade` refreshes uv.lock, `uv export` writes requirements-lock.txt
+        assert argv[:1] in (["lock"], ["export"]), command
         assert (REPO_ROOT / "uv.lock").is_file()
     else:
         raise AssertionError(f"README command {command!r} has no checker in tests/test_readme_commands.py")

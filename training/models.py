@@ -206,8 +206,8 @@ def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     logger.warning("%s: model_type %r, running the folder's own code (trust_remote_code=True)", path, model_type)
-    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return model, processor, str(model_type)
 
 

@@ -1,0 +1,35 @@
+"""The lock is the install: uv.lock matches pyproject.toml, and requirements-lock.txt (the same pins with hashes,
+for `pip install --require-hashes`) is exactly what uv exports from it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UV = REPO_ROOT / ".tools" / "bin" / "uv"
+EXPORT = ["export", "--frozen", "--extra", "dev", "--no-emit-project", "--format", "requirements-txt", "--no-header"]
+
+pytestmark = pytest.mark.skipif(not UV.is_file(), reason="uv is installed into .tools/ by scripts/setup_env.sh")
+
+
+def _uv(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(UV), *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_uv_lock_matches_pyproject():
+    completed = _uv("lock", "--check", "--offline")
+    assert completed.returncode == 0, f"uv.lock is stale; run `.tools/bin/uv lock`: {completed.stderr[-1000:]}"
+
+
+def test_requirements_lock_is_the_export_of_uv_lock():
+    completed = _uv(*EXPORT)
+    assert completed.returncode == 0, completed.stderr[-1000:]
+    committed = (REPO_ROOT / "requirements-lock.txt").read_text().splitlines()
+    pins = [line for line in committed if not line.startswith("#")]
+    assert pins == completed.stdout.splitlines(), "requirements-lock.txt is stale: re-export it (README, Install)"
+    assert sum("==" in line for line in pins) > 100 and all(
+        "--hash=sha256:" in pins[i + 1] for i, line in enumerate(pins) if "==" in line
+    )
