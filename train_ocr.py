@@ -9,7 +9,7 @@
 Recipes are YAML files (configs/, or any path); `key=value` arguments override them with dotted keys. Multi-GPU:
 `accelerate launch --multi_gpu --num_processes N train_ocr.py finetune ...` (the Trainer handles DDP); multi-process
 on CPU (gloo): the same with CUDA_VISIBLE_DEVICES= (`accelerate launch --cpu` starts one process without mpirun).
-The logic lives in training/; this file only parses and dispatches.
+The logic lives in scene_text_training/; this file only parses and dispatches.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = REPO_ROOT / "configs"
-if str(REPO_ROOT) not in sys.path and (REPO_ROOT / "training").is_dir():
-    # The `train_ocr` console script runs from anywhere; `training/` sits beside this file.
-    sys.path.insert(0, str(REPO_ROOT))
 QUICKSTART_RECIPES = {
     "dig": "quickstart_dig", "clip4str": "quickstart_clip4str", "str_adapter": "quickstart_str_adapter",
 }
@@ -50,7 +47,7 @@ def resolve_config(name: str | None) -> Path | None:
 
 
 def _recipe_help(cls: Any = None) -> str:
-    from training.recipes import Recipe, describe
+    from scene_text_training.recipes import Recipe, describe
 
     return "recipe keys (override any with key=value; dotted keys reach nested sections):\n" + "\n".join(
         describe(cls or Recipe)
@@ -58,7 +55,7 @@ def _recipe_help(cls: Any = None) -> str:
 
 
 def _pretrain_recipe_help() -> str:
-    from training.pretrain import PretrainRecipe
+    from scene_text_training.pretrain import PretrainRecipe
 
     return _recipe_help(PretrainRecipe)
 
@@ -111,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                      " (model.trust_remote_code, for model.init_from)")
     recipe_args(sub, required=False)
 
-    sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (training.pretrain)",
-                              formatter_class=raw, description="Dispatches to training.pretrain.run_pretraining "
-                              "with the recipe read into training.pretrain.PretrainRecipe.",
+    sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (scene_text_training.pretrain)",
+                              formatter_class=raw, description="Dispatches to scene_text_training.pretrain.run_pretraining "
+                              "with the recipe read into scene_text_training.pretrain.PretrainRecipe.",
                               )
     sub.epilog_factory = _pretrain_recipe_help
     recipe_args(sub, required=True)
@@ -156,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from training.finetune import run_finetune
-    from training.recipes import load_recipe
+    from scene_text_training.finetune import run_finetune
+    from scene_text_training.recipes import load_recipe
 
     overrides = list(args.overrides) + (["model.trust_remote_code=true"] if args.trust_remote_code else [])
     recipe = load_recipe(resolve_config(args.config), overrides)
@@ -168,8 +165,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from training import pretrain
-    from training.recipes import load_recipe
+    from scene_text_training import pretrain
+    from scene_text_training.recipes import load_recipe
 
     cls = pretrain.PretrainRecipe
     recipe = cls.from_yaml(resolve_config(args.config), args.overrides) if hasattr(cls, "from_yaml") else load_recipe(
@@ -180,8 +177,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluation import run_evaluate
-    from training.recipes import load_recipe
+    from scene_text_training.evaluation import run_evaluate
+    from scene_text_training.recipes import load_recipe
 
     flags = {"model": args.model, "data": args.data, "cased": args.cased, "output": args.output,
              "batch_size": args.batch_size, "num_beams": args.num_beams, "max_samples": args.max_samples,
@@ -200,9 +197,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from training.evaluation import default_device
-    from training.models import load_saved
-    from training.reading import collect_images, read_images, read_with_pipeline
+    from scene_text_training.evaluation import default_device
+    from scene_text_training.models import load_saved
+    from scene_text_training.reading import collect_images, read_images, read_with_pipeline
 
     paths = collect_images(args.images)
     if args.pipeline:
@@ -221,7 +218,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from training.quickstart import run_quickstart
+    from scene_text_training.quickstart import run_quickstart
 
     models = ["dig", "clip4str"] if args.model == "both" else [args.model]
     for name in models:

@@ -36,7 +36,7 @@ from modeling_dig.convert_pretraining import load_pretrained_encoder
 from processing.lmdb_dataset import STRLmdbDataset
 from processing.processing_dig import DiGProcessor
 from processing.synthetic import build_synthetic_benchmark
-from training.pretrain import PretrainRecipe, run_pretraining
+from scene_text_training.pretrain import PretrainRecipe, run_pretraining
 
 logger = logging.getLogger("benchmarks.pretrain_effect")
 

@@ -269,12 +269,12 @@ def bench_gpu(report: Report, bench: RecognizerBench, pixel_values: torch.Tensor
 
 def bench_data_path(report: Report, plan: Plan, workdir: Path) -> None:
     """LMDB -> processor -> batch throughput per worker count, and the quickstart model's training step."""
-    from training.collators import SceneTextCollator
+    from scene_text_training.collators import SceneTextCollator
 
     recipe = None
     if plan.quickstart_recipe is not None:
         if plan.quickstart_recipe.is_file():
-            from training.recipes import load_recipe
+            from scene_text_training.recipes import load_recipe
 
             recipe = load_recipe(plan.quickstart_recipe)
         else:
@@ -287,13 +287,13 @@ def bench_data_path(report: Report, plan: Plan, workdir: Path) -> None:
     render_s = time.perf_counter() - start
 
     if recipe is not None:
-        from training.finetune import build_augmentation
-        from training.models import build_model
+        from scene_text_training.finetune import build_augmentation
+        from scene_text_training.models import build_model
 
         model, processor = build_model(recipe.model)
         augment = build_augmentation(recipe.data.augment)
         if augment is not None:
-            from training.collators import augment_transform
+            from scene_text_training.collators import augment_transform
 
             dataset = dataset.with_transform(augment_transform(augment))
         name = f"quickstart ({recipe.model.type}:{recipe.model.preset})"

@@ -131,7 +131,7 @@ class _Rows(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("augment_cls", [DiGTrainAugment, PARSeqRandAugment])
 def test_training_augmentation_is_a_function_of_seed_epoch_and_index(augment_cls):
-    from training.collators import SeededAugmentedDataset
+    from scene_text_training.collators import SeededAugmentedDataset
 
     def images(dataset, order):
         return {index: dataset[index]["image"].tobytes() for index in order}

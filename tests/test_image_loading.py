@@ -19,9 +19,9 @@ from processing.lmdb_dataset import STRLmdbDataset, load_str_lmdb
 from processing.lmdb_writer import write_str_lmdb
 from processing.pipeline_scene_text import SceneTextRecognitionPipeline
 from processing.processing_dig import DiGProcessor
-from training.collators import SceneTextCollator, augment_transform
-from training.pretrain import PretrainImageDataset
-from training.reading import open_image
+from scene_text_training.collators import SceneTextCollator, augment_transform
+from scene_text_training.pretrain import PretrainImageDataset
+from scene_text_training.reading import open_image
 
 _RNG = np.random.default_rng(0)
 _GRAY16 = _RNG.integers(0, 65536, size=(12, 40), dtype=np.uint16)

@@ -12,9 +12,9 @@ from PIL import Image
 
 from processing.charsets import CHARSET_94
 from processing.labels import LabelNormalizer
-from training.collators import SceneTextCollator
-from training.models import build_config, build_processor, data_max_label_length, model_class
-from training.recipes import load_recipe
+from scene_text_training.collators import SceneTextCollator
+from scene_text_training.models import build_config, build_processor, data_max_label_length, model_class
+from scene_text_training.recipes import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRETRAIN_CONFIGS = {"dig_small_pretrain.yaml", "quickstart_dig_pretrain.yaml"}  # PretrainRecipe: no labels

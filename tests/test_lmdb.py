@@ -326,9 +326,9 @@ def _killed_write(target: Path, moment: str, tmp_path: Path) -> None:
 
 def test_a_killed_write_is_never_read_and_is_cleaned_by_the_next_write(tmp_path, monkeypatch):
     from processing import synthetic
-    from training.evaluation import discover_benchmarks
-    from training.recipes import load_recipe
-    from training.synthetic_data import ensure_synthetic_data
+    from scene_text_training.evaluation import discover_benchmarks
+    from scene_text_training.recipes import load_recipe
+    from scene_text_training.synthetic_data import ensure_synthetic_data
 
     test_root = tmp_path / "data" / "test"
     write_str_lmdb(test_root / "IIIT5k", [(png(), "kept")])

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from training.pretrain import (
+from scene_text_training.pretrain import (
     PretrainImageDataset,
     PretrainRecipe,
     build_pretraining_config,
     run_pretraining,
 )
-from training.recipes import load_recipe
+from scene_text_training.recipes import load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_resume_skips_an_incomplete_checkpoint_and_says_why(tmp_path, caplog):
     _copy_checkpoint(tmp_path / "straight", tmp_path / "killed", "step_00000002")
     newest = _copy_checkpoint(tmp_path / "straight", tmp_path / "killed", "step_00000004")
     (newest / "optimizer.bin").write_bytes(b"")  # kill -9 in the middle of the save (older, non-atomic writers)
-    caplog.set_level("WARNING", logger="training.checkpoints")
+    caplog.set_level("WARNING", logger="scene_text_training.checkpoints")
     resumed = run_pretraining(_recipe(tmp_path / "killed", max_steps=4, save_steps=2), dataset=dataset)
     assert resumed.resumed_from_step == 2 and [r["step"] for r in resumed.history] == [3, 4]
     assert "step_00000004" in caplog.text and "optimizer.bin is empty" in caplog.text
@@ -131,7 +131,7 @@ def test_resume_skips_an_incomplete_checkpoint_and_says_why(tmp_path, caplog):
 
 
 def test_a_checkpoint_becomes_visible_only_when_complete(tmp_path, monkeypatch):
-    from training import checkpoints, pretrain
+    from scene_text_training import checkpoints, pretrain
 
     def killed_before_rename(temporary, final):
         if Path(final).name == "step_00000004":
@@ -230,7 +230,7 @@ sys.path.insert(0, {root!r})
 sys.path.insert(0, {tests!r})
 from accelerate import PartialState
 from test_pretrain_loop import WordImages, _recipe
-from training.pretrain import run_pretraining
+from scene_text_training.pretrain import run_pretraining
 state = PartialState(cpu=True)
 assert state.num_processes == {processes}, state
 result = run_pretraining(_recipe({out!r}, batch_size={batch}, max_steps=3, save_steps=100), dataset=WordImages(16))

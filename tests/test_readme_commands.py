@@ -70,8 +70,8 @@ def parse_only(main, argv: list[str]) -> argparse.Namespace:
 
 def check_train_ocr(argv: list[str]) -> None:
     import train_ocr
-    from training.pretrain import PretrainRecipe
-    from training.recipes import load_recipe
+    from scene_text_training.pretrain import PretrainRecipe
+    from scene_text_training.recipes import load_recipe
 
     args = parse_only(train_ocr.main, argv)
     if args.command == "finetune":
@@ -140,7 +140,7 @@ def test_readme_command_matches_the_code(command):
 def test_misspelled_recipe_key_is_caught():
     """The check above catches the bug it exists for: the old README's pre-training command used the fine-tuning
     key `data.train`, which the pre-training recipe does not have."""
-    from training.recipes import RecipeError
+    from scene_text_training.recipes import RecipeError
 
     with pytest.raises(RecipeError):
         check(".venv/bin/train_ocr pretrain --config dig_small_pretrain data.train=[/data/unlabeled]")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.optim import build_optimizer, build_scheduler, dig_layer_id, is_clip_tower, scaled_learning_rate
-from training.recipes import (
+from scene_text_training.optim import build_optimizer, build_scheduler, dig_layer_id, is_clip_tower, scaled_learning_rate
+from scene_text_training.recipes import (
     OptimRecipe,
     Recipe,
     RecipeError,
@@ -262,7 +262,7 @@ def test_quickstart_recipes_build_models_that_train_and_read(name):
     import random
 
     from processing.synthetic import random_string, render_word
-    from training.models import build_model
+    from scene_text_training.models import build_model
 
     recipe = load_recipe(CONFIGS / f"{name}.yaml")
     assert recipe.data.synthetic.random_fraction == 0.5 and recipe.data.synthetic.difficulty == "clean"
@@ -295,8 +295,8 @@ def test_quickstart_recipes_build_models_that_train_and_read(name):
     ],
 )
 def test_model_config_typos_are_errors_listing_the_valid_keys(model_type, config, where, typo, suggestion):
-    from training.models import build_config
-    from training.recipes import ModelRecipe
+    from scene_text_training.models import build_config
+    from scene_text_training.recipes import ModelRecipe
 
     with pytest.raises(RecipeError, match=rf"^{re.escape(where)}: unknown key\(s\) \['{typo}'\]") as caught:
         build_config(ModelRecipe(type=model_type, config=config))
@@ -304,7 +304,7 @@ def test_model_config_typos_are_errors_listing_the_valid_keys(model_type, config
 
 
 def test_pretraining_model_config_typos_are_errors():
-    from training.pretrain import PretrainRecipe, build_pretraining_config
+    from scene_text_training.pretrain import PretrainRecipe, build_pretraining_config
 
     with pytest.raises(RecipeError, match=r"model_config.encoder: unknown key\(s\) \['hiden_size'\]"):
         build_pretraining_config(PretrainRecipe(model_preset="tiny-test", model_config={"encoder": {"hiden_size": 8}}))

@@ -13,10 +13,10 @@ import yaml
 from PIL import Image
 
 import train_ocr
-from training.collators import SceneTextCollator
-from training.models import build_config, build_model, load_saved, model_class
-from training.optim import build_optimizer
-from training.recipes import ModelRecipe, OptimRecipe, load_recipe
+from scene_text_training.collators import SceneTextCollator
+from scene_text_training.models import build_config, build_model, load_saved, model_class
+from scene_text_training.optim import build_optimizer
+from scene_text_training.recipes import ModelRecipe, OptimRecipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 STR_ADAPTER_RECIPES = sorted(
@@ -144,7 +144,7 @@ def test_finetune_evaluate_read_through_train_ocr(synth, tmp_path, capsys):
     (row,) = json.loads(results.read_text())["benchmarks"].values()
     assert row["num_samples"] == 8 and 0.0 <= row["accuracy"] <= 1.0
 
-    from training.data import load_lmdb_split
+    from scene_text_training.data import load_lmdb_split
 
     images = tmp_path / "images"
     images.mkdir()

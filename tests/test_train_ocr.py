@@ -15,9 +15,9 @@ from transformers import TrainerCallback
 
 import train_ocr
 from processing.str_metrics import compute_scene_text_metrics
-from training.evaluation import BenchmarkResult, discover_benchmarks, format_table, recognize, results_to_json
-from training.finetune import run_finetune
-from training.recipes import load_recipe
+from scene_text_training.evaluation import BenchmarkResult, discover_benchmarks, format_table, recognize, results_to_json
+from scene_text_training.finetune import run_finetune
+from scene_text_training.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DIG = ["model.type=dig", "model.preset=tiny-test", "train.report_to=[]", "train.disable_tqdm=true",
@@ -78,8 +78,8 @@ def test_evaluate_json_schema_and_values(trained, synth, tmp_path, capsys):
     assert [r["num_samples"] for r in results["benchmarks"].values()] == [5, 5, 5]
     assert set(results["average"]) == keys and results["average"]["num_samples"] == 15
     # Values: recompute the test split from the model's own predictions.
-    from training.data import load_lmdb_split
-    from training.models import load_saved
+    from scene_text_training.data import load_lmdb_split
+    from scene_text_training.models import load_saved
 
     model, processor, model_type = load_saved(trained)
     assert model_type == "dig"
@@ -128,7 +128,7 @@ def test_a_benchmark_without_usable_records_is_a_zero_row_and_the_others_are_sco
     from modeling_dig import DiGConfig, DiGForTextRecognition
     from processing.lmdb_writer import write_str_lmdb
     from processing.processing_dig import DiGProcessor
-    from training.evaluation import evaluate_benchmarks
+    from scene_text_training.evaluation import evaluate_benchmarks
 
     image = Image.new("RGB", (32, 16), (200, 200, 200))
     write_str_lmdb(tmp_path / "test" / "IIIT5k", [(image, "abc"), (image, "de")])
@@ -147,8 +147,8 @@ def test_a_benchmark_without_usable_records_is_a_zero_row_and_the_others_are_sco
 
 
 def test_read_prints_text_and_confidence_matching_generate(trained, synth, tmp_path, capsys):
-    from training.data import load_lmdb_split
-    from training.models import load_saved
+    from scene_text_training.data import load_lmdb_split
+    from scene_text_training.models import load_saved
 
     dataset, _ = load_lmdb_split([synth / "test"], max_samples=3)
     for i, row in enumerate(dataset):
@@ -210,7 +210,7 @@ def test_resume_continues_at_the_right_step_with_the_same_losses(synth, tmp_path
 
 
 def test_resume_rejects_a_missing_checkpoint(tmp_path):
-    from training.finetune import resolve_resume
+    from scene_text_training.finetune import resolve_resume
 
     assert resolve_resume("auto", tmp_path / "none-yet") is None
     assert resolve_resume(None, tmp_path) is None
@@ -227,14 +227,14 @@ def _fake_checkpoint(folder: Path, step: int) -> Path:
 
 
 def test_resume_auto_skips_checkpoints_left_incomplete_by_a_killed_save(tmp_path, caplog):
-    from training.finetune import resolve_resume
+    from scene_text_training.finetune import resolve_resume
 
     _fake_checkpoint(tmp_path / "checkpoint-2", 2)
     (_fake_checkpoint(tmp_path / "checkpoint-4", 4) / "trainer_state.json").write_text("")  # killed while writing it
     (_fake_checkpoint(tmp_path / "checkpoint-6", 6) / "trainer_state.json").unlink()  # killed before it
     (_fake_checkpoint(tmp_path / "checkpoint-8", 8) / "trainer_state.json").write_text('{"global_st')  # cut short
     (_fake_checkpoint(tmp_path / "checkpoint-10", 10) / "model.safetensors").unlink()
-    with caplog.at_level("INFO", logger="training.checkpoints"):
+    with caplog.at_level("INFO", logger="scene_text_training.checkpoints"):
         assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-2")
     log = caplog.text
     for step, reason in ((10, "model.safetensors or"), (8, "trainer_state.json does not parse"), (6, "trainer_state.json missing"),
@@ -265,7 +265,7 @@ def test_help_documents_every_subcommand_and_recipe_key(capsys):
 
 
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
-    from training import pretrain
+    from scene_text_training import pretrain
 
     seen = {}
     monkeypatch.setattr(pretrain, "run_pretraining", lambda recipe: seen.setdefault("recipe", recipe))
@@ -282,8 +282,8 @@ def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
 def test_init_from_a_saved_folder_continues_from_its_weights(trained):
     from safetensors.torch import load_file
 
-    from training.models import build_model
-    from training.recipes import ModelRecipe
+    from scene_text_training.models import build_model
+    from scene_text_training.recipes import ModelRecipe
 
     model, processor = build_model(ModelRecipe(type="dig", init_from=str(trained)))
     saved = load_file(trained / "model.safetensors")
@@ -295,8 +295,8 @@ def test_init_from_a_saved_folder_continues_from_its_weights(trained):
 
 def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtures):
     from modeling_dig.convert_pretraining import _pretraining_state
-    from training.models import build_model
-    from training.recipes import ModelRecipe
+    from scene_text_training.models import build_model
+    from scene_text_training.recipes import ModelRecipe
 
     encoder = {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 3, "intermediate_size": 384}
     recipe = ModelRecipe(type="dig", preset="tiny-test", config={"encoder": encoder},
@@ -318,8 +318,8 @@ def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtu
 
 def test_init_from_clip_weights_fills_the_towers(clip4str_fixtures):
     from modeling_clip4str.clip_initialization import clip4str_from_clip_file
-    from training.models import build_model
-    from training.recipes import ModelRecipe
+    from scene_text_training.models import build_model
+    from scene_text_training.recipes import ModelRecipe
 
     dims = {"embed_dim": 96, "vision_width": 128, "vision_layers": 2, "patch_size": 16, "text_width": 64,
             "text_layers": 3}
@@ -334,7 +334,7 @@ def test_init_from_clip_weights_fills_the_towers(clip4str_fixtures):
 
 def test_synthetic_data_is_rendered_once_and_again_when_its_settings_change(monkeypatch, tmp_path):
     from processing import synthetic
-    from training.synthetic_data import ensure_synthetic_data
+    from scene_text_training.synthetic_data import ensure_synthetic_data
 
     calls = []
 
@@ -357,7 +357,7 @@ def test_synthetic_data_is_rendered_once_and_again_when_its_settings_change(monk
 @pytest.mark.slow
 def test_quickstart_runs_the_whole_job_on_a_tiny_recipe(tmp_path, capsys):
     """Render -> finetune -> evaluate -> pipeline read, wired as `train_ocr quickstart` does (~1 min on 2 cores)."""
-    from training.quickstart import run_quickstart
+    from scene_text_training.quickstart import run_quickstart
 
     summary = run_quickstart(REPO / "configs" / "quickstart_dig.yaml", [
         "model.preset=tiny-test", "model.config={}", f"data.synthetic.output_root={tmp_path / 'data'}",
@@ -429,7 +429,7 @@ def _booby_trapped_folder(root: Path, marker: Path) -> Path:
     code beside the weights), with every shipped .py file edited to create `marker` when imported."""
     from modeling_dig import DiGConfig, DiGForTextRecognition
     from processing.auto_registration import save_processor_with_code
-    from training.models import build_processor
+    from scene_text_training.models import build_processor
 
     folder = root / "downloaded"
     config = DiGConfig.from_preset("tiny-test")
@@ -445,12 +445,12 @@ def _booby_trapped_folder(root: Path, marker: Path) -> Path:
 
 
 def test_cli_never_runs_the_code_of_a_downloaded_folder(synth, tmp_path, capsys):
-    from training.models import build_model
-    from training.recipes import ModelRecipe
+    from scene_text_training.models import build_model
+    from scene_text_training.recipes import ModelRecipe
 
     marker = tmp_path / "pwned"
     folder = _booby_trapped_folder(tmp_path, marker)
-    from training.data import load_lmdb_split
+    from scene_text_training.data import load_lmdb_split
 
     dataset, _ = load_lmdb_split([synth / "test"], max_samples=1)
     image = tmp_path / "word.png"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import train_ocr
-from training.recipes import RecipeError, load_recipe
+from scene_text_training.recipes import RecipeError, load_recipe
 
 
 class _SystemPayload:
@@ -85,7 +85,7 @@ def test_pipeline_errors_name_the_input(tmp_path):
     from transformers import pipeline
 
     from modeling_dig import DiGConfig, DiGForTextRecognition
-    from training.models import build_processor
+    from scene_text_training.models import build_processor
 
     config = DiGConfig.from_preset("tiny-test")
     DiGForTextRecognition(config).save_pretrained(tmp_path / "model")

@@ -8,8 +8,8 @@ from test_clip4str_model import tiny_model
 from transformers import Seq2SeqTrainingArguments
 
 from processing.processing_clip4str import CLIP4STRProcessor
-from training.finetune import SceneTextTrainer, make_compute_metrics
-from training.recipes import OptimRecipe
+from scene_text_training.finetune import SceneTextTrainer, make_compute_metrics
+from scene_text_training.recipes import OptimRecipe
 
 
 def reading_model():

@@ -2,7 +2,7 @@
 
 The same code runs on CPU, one GPU and under `accelerate launch` (DDP): the Trainer owns the device placement,
 mixed precision, gradient accumulation, checkpointing, resumption (RNG states + data skipping) and logging. This
-module adds what the originals do differently: the optimiser groups and schedules (training/optim.py),
+module adds what the originals do differently: the optimiser groups and schedules (scene_text_training/optim.py),
 generation-based validation accuracy, the resolved recipe beside the checkpoints and the training-curve plot.
 """
 

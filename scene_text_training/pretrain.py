@@ -62,7 +62,7 @@ STATE_FILE = "pretrain_state.json"
 class PretrainRecipe:
     """Everything `run_pretraining` needs; the defaults are the seed's README pre-training command (8 GPUs x 128).
 
-    Read from YAML by `training.recipes.load_recipe(path, overrides, cls=PretrainRecipe)` (`train_ocr pretrain`).
+    Read from YAML by `scene_text_training.recipes.load_recipe(path, overrides, cls=PretrainRecipe)` (`train_ocr pretrain`).
     """
 
     output_dir: str = _doc(

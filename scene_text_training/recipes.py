@@ -1,4 +1,4 @@
-"""Recipes: one YAML file per training/evaluation setup, read into typed dataclasses.
+"""Recipes: one YAML file per scene_text_training/evaluation setup, read into typed dataclasses.
 
 A recipe file mirrors the dataclasses below section by section (`model`, `data`, `optim`, `train`,
 `evaluate`). Command-line overrides use dotted keys (`optim.base_lr=3e-4`, `model.config.hidden_size=96`);
@@ -95,7 +95,7 @@ class DataRecipe:
 
 @dataclass
 class OptimRecipe:
-    """Optimiser and learning-rate schedule (the originals' rules, see training/optim.py)."""
+    """Optimiser and learning-rate schedule (the originals' rules, see scene_text_training/optim.py)."""
 
     base_lr: float = _doc("learning rate at the reference batch size; scaled linearly by the total batch", default=1e-4)
     lr_reference_batch: int = _doc(

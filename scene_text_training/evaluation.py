@@ -240,7 +240,7 @@ def run_evaluate(
     trust_remote_code: bool = False,
 ) -> tuple[dict[str, BenchmarkResult], str]:
     """Load a saved model, score every benchmark under `data`, print the table, write the JSON (if `output`).
-    `trust_remote_code`: see `training.models.load_saved` (never needed for DiG / CLIP4STR folders)."""
+    `trust_remote_code`: see `scene_text_training.models.load_saved` (never needed for DiG / CLIP4STR folders)."""
     from .models import load_saved
 
     model, processor, _ = load_saved(model_dir, trust_remote_code=trust_remote_code)
