@@ -25,9 +25,6 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = REPO_ROOT / "configs"
-QUICKSTART_RECIPES = {
-    "dig": "quickstart_dig", "clip4str": "quickstart_clip4str", "str_adapter": "quickstart_str_adapter",
-}
 
 logger = logging.getLogger("train_ocr")
 
@@ -146,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Renders synthetic LMDBs, fine-tunes the reduced model(s) of "
                                           "configs/quickstart_<model>.yaml, prints the test table and reads sample "
                                           "images with pipeline('image-to-text').")
-    sub.add_argument("--model", choices=[*QUICKSTART_RECIPES, "both"], default="dig",
+    from scene_text_training.families import FAMILIES
+
+    sub.add_argument("--model", choices=[*FAMILIES, "both"], default="dig",
                      help="which model(s) (default dig; both = dig and clip4str)")
     sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to each quickstart recipe")
     return parser
@@ -218,12 +217,13 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from scene_text_training.families import family
     from scene_text_training.quickstart import run_quickstart
 
     models = ["dig", "clip4str"] if args.model == "both" else [args.model]
     for name in models:
         start = time.time()
-        summary = run_quickstart(resolve_config(QUICKSTART_RECIPES[name]), args.overrides)
+        summary = run_quickstart(resolve_config(family(name).quickstart_recipe), args.overrides)
         summary["wall_time_s"] = round(time.time() - start, 1)
         print(json.dumps(summary, indent=2, default=str))
     return 0

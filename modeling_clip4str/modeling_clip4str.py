@@ -524,6 +524,21 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
                 self.vision_model.requires_grad_(False)
                 self.visual_projection.requires_grad_(False)
 
+    # ----------------------------------------------------------------------------------------------- optimiser rules
+    # Read by the training stack (scene_text_training/optim.py), as timm's models declare their own.
+    _no_weight_decay_keywords = ("bias", "logit_scale", "pos_queries", "text_embed")
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names without weight decay besides every 1-D tensor (the original's open_clip rule): biases,
+        logit_scale, the position queries and the decoders' character embedding."""
+        keywords = self._no_weight_decay_keywords
+        return {name for name, _ in self.named_parameters() if any(keyword in name for keyword in keywords)}
+
+    def lr_group(self, name: str) -> str:
+        """"clip" for the CLIP towers, projections and logit_scale; "decoder" for the two character decoders, which
+        the original trains at a multiple of the CLIP lr (`optim.decoder_lr_scale`)."""
+        return "decoder" if name.split(".")[0].endswith("decoder") else "clip"
+
     # ----------------------------------------------------------------------------------------------- encoders
     def get_encoder(self, modality: str | None = None):
         """The CLIP image tower (the encoder of the recognizer), or the text tower for `modality="text"`."""

@@ -676,6 +676,26 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         # "token": honour the Trainer's num_items_in_batch; "sequence": let the Trainer divide by the GA steps
         return self.config.loss_normalization == "token"
 
+    # ----------------------------------------------------------------------------------------------- optimiser rules
+    # Read by the training stack (scene_text_training/optim.py), as timm's models declare their own.
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the original fine-tuning exempts from weight decay besides every 1-D tensor: the biases."""
+        return {name for name, _ in self.named_parameters() if "bias" in name}
+
+    def num_lr_layers(self) -> int:
+        """Depth of BEiT-style layer-wise lr decay: the patch embedding, one layer per encoder block, then the rest."""
+        return self.config.encoder.num_hidden_layers + 2
+
+    def lr_layer_id(self, name: str) -> int:
+        """Layer of a parameter for lr decay: 0 = patch embedding (and mask token), i + 1 = encoder block i,
+        `num_lr_layers() - 1` = everything after the blocks (final norm, bridge, decoder, classifier)."""
+        parts = name.split(".")
+        if parts[0] == "encoder" and len(parts) > 2 and parts[1] == "blocks":
+            return int(parts[2]) + 1
+        if parts[0] == "encoder" and parts[1] in ("patch_embed", "mask_token"):
+            return 0
+        return self.num_lr_layers() - 1
+
     def get_encoder(self, modality: str | None = None) -> DiGViTEncoder:
         return self.encoder
 

@@ -348,3 +348,7 @@ class PARSeqRandAugment(_SeededAugment):
             noise = noise_rng.poisson(lam, (height, width, 1)) * noise_rng.choice([-1, 1], (height, width, 1))
             return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
         raise ValueError(f"unknown op {name!r}; expected one of {self.OPS}")
+
+
+TRAIN_AUGMENTATIONS: dict[str, type[_SeededAugment]] = {"dig": DiGTrainAugment, "parseq": PARSeqRandAugment}
+"""Recipe `data.augment` names -> training augmentations (each built with `cls(seed)`)."""

@@ -23,7 +23,8 @@ from .checkpoints import incomplete_reason, newest_complete_checkpoint
 from .collators import AugmentationEpochCallback, SceneTextCollator, SeededAugmentedDataset
 from .data import load_lmdb_split
 from .evaluation import score_predictions
-from .models import build_model, data_max_label_length, is_parseq_family
+from .families import family
+from .models import build_model, data_max_label_length
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
 from .plots import plot_training_curves
 from .recipes import OptimRecipe, Recipe, save_recipe
@@ -53,7 +54,7 @@ class SceneTextTrainer(Seq2SeqTrainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             opt_model = self.model if model is None else model
-            self.optimizer = build_optimizer(opt_model, self.model_type, self.optim_recipe, self.peak_learning_rate)
+            self.optimizer = build_optimizer(opt_model, self.optim_recipe, self.peak_learning_rate)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
@@ -85,7 +86,7 @@ class SceneTextTrainer(Seq2SeqTrainer):
         with torch.no_grad():
             outputs = model(**inputs)
             loss = outputs.loss.detach()
-            if is_parseq_family(self.model_type):
+            if family(self.model_type).validation_from_logits:
                 ids = outputs.logits.argmax(-1)
             else:
                 generator = self.accelerator.unwrap_model(model)
@@ -258,16 +259,12 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
 
 
 def build_augmentation(name: str, seed: int | None = None) -> Any:
-    """The recipe's training augmentation (PIL -> PIL), or None. `seed` seeds its own generator (fine-tuning
-    passes a generator per image instead, see SeededAugmentedDataset)."""
+    """The recipe's training augmentation (PIL -> PIL, see `processing.augmentation.TRAIN_AUGMENTATIONS`), or None.
+    `seed` seeds its own generator (fine-tuning passes a generator per image instead, see SeededAugmentedDataset)."""
+    from processing.augmentation import TRAIN_AUGMENTATIONS
+
     if name in (None, "none"):
         return None
-    if name == "dig":
-        from processing.augmentation import DiGTrainAugment
-
-        return DiGTrainAugment(seed)
-    if name == "parseq":
-        from processing.augmentation import PARSeqRandAugment
-
-        return PARSeqRandAugment(seed)
-    raise ValueError(f"data.augment must be 'dig', 'parseq' or 'none', got {name!r}")
+    if name not in TRAIN_AUGMENTATIONS:
+        raise ValueError(f"data.augment must be one of {[*TRAIN_AUGMENTATIONS, 'none']}, got {name!r}")
+    return TRAIN_AUGMENTATIONS[name](seed)

@@ -3,36 +3,20 @@ weights, or (CLIP4STR, CLIP4STR + Adapter) from CLIP weights."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import inspect
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .families import FAMILIES, LIBRARY_MODEL_TYPES, family
 from .recipes import ModelRecipe
 
 logger = logging.getLogger(__name__)
 
-MODEL_TYPES = ("dig", "clip4str", "str_adapter")
-PARSEQ_FAMILY = ("clip4str", "str_adapter")
-"""Recognizers with CLIP towers, PARSeq's decoder and CLIP4STR's processor: they share the CLIP4STR code paths here
-(config from CLIP dimensions, CLIP weight files as init_from, validation ids from the eval forward's logits)."""
-LIBRARY_MODEL_TYPES = (*MODEL_TYPES, "dig_pretraining")
-"""model_type values this library implements: such folders load with the installed classes, never the folder's
-own Python files (which `save_pretrained` copies beside the weights for remote-code users)."""
-
-
-def is_parseq_family(model_type: str) -> bool:
-    """True for CLIP4STR and CLIP4STR + Adapter (see PARSEQ_FAMILY)."""
-    return model_type in PARSEQ_FAMILY
-
-
-def _check_type(model_type: str) -> None:
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model.type must be one of {MODEL_TYPES}, got {model_type!r}")
+MODEL_TYPES = tuple(FAMILIES)
+"""Recipe `model.type` values: the recognizer families (scene_text_training/families.py)."""
 
 
 def is_saved_model(path: str | Path) -> bool:
@@ -64,70 +48,15 @@ def check_config_keys(config_class: type, values: dict[str, Any], where: str, ex
 
 
 def build_config(recipe: ModelRecipe) -> Any:
-    """DiGConfig / CLIP4STRConfig / STRAdapterConfig from the recipe's preset and config overrides (unknown keys are
-    an error)."""
-    _check_type(recipe.type)
-    values = copy.deepcopy(recipe.config)
-    if recipe.type == "dig":
-        from modeling_dig import DiGConfig
-
-        check_config_keys(DiGConfig, values, "model.config")
-
-        if recipe.preset is not None:
-            return DiGConfig.from_preset(recipe.preset, **values)
-        return DiGConfig(**values)
-
-    from modeling_clip4str import CLIP4STR_PRESETS, STR_ADAPTER_PRESETS, CLIP4STRConfig, STRAdapterConfig
-    from modeling_clip4str.configuration_clip4str import CLIP4STRDecoderConfig, build_preset_kwargs
-    from modeling_clip4str.configuration_str_adapter import str_adapter_kwargs
-
-    if recipe.type == "clip4str":
-        config_class, to_kwargs = CLIP4STRConfig, build_preset_kwargs
-        presets = {name: (dims, {}) for name, dims in CLIP4STR_PRESETS.items()}
-    else:  # CLIP4STR + Adapter: a preset is CLIP dimensions plus the adapter settings
-        config_class = STRAdapterConfig
-
-        def to_kwargs(**dims: Any) -> dict[str, Any]:  # no text tower: its dimensions are not needed
-            return str_adapter_kwargs(**{"text_width": 64, "text_layers": 1, "text_freeze_nlayer": 0, **dims})
-
-        presets = {name: (p["clip"], p["adapter"]) for name, p in STR_ADAPTER_PRESETS.items()}
-    # CLIP dimensions (embed_dim, vision_width, ...) are build_preset_kwargs arguments; the rest are config fields.
-    clip_keys = set(inspect.signature(build_preset_kwargs).parameters)
-    check_config_keys(config_class, values, "model.config", extra=sorted(clip_keys))
-    clip_dims = {k: values.pop(k) for k in list(values) if k in clip_keys}
-    decoder = values.pop("decoder", None)
-    preset_fields: dict[str, Any] = {}
-    if recipe.preset is not None:
-        if recipe.preset not in presets:
-            raise ValueError(
-                f"unknown {config_class.__name__} preset {recipe.preset!r}; choose one of {sorted(presets)}"
-            )
-        preset_dims, preset_fields = presets[recipe.preset]
-        clip_dims = {**preset_dims, **clip_dims}
-    kwargs: dict[str, Any] = {**(to_kwargs(**clip_dims) if clip_dims else {}), **copy.deepcopy(preset_fields)}
-    if decoder is not None:
-        d_model = kwargs["decoder"].d_model if "decoder" in kwargs else decoder.get("d_model", 512)
-        kwargs["decoder"] = CLIP4STRDecoderConfig(**{"d_model": d_model, **decoder})
-    return config_class(**{**kwargs, **values})
+    """The family's config (DiGConfig / CLIP4STRConfig / STRAdapterConfig) from the recipe's preset and config
+    overrides (unknown keys are an error)."""
+    return family(recipe.type).config(recipe.preset, recipe.config)
 
 
 def build_processor(model_type: str, config: Any) -> Any:
-    """The model family's default processor, sized to the model's input (DiG: 32x128 and 97 classes by default;
-    CLIP4STR and CLIP4STR + Adapter: 224x224 and the 94-char charset by default); its tokenizer takes labels of up
-    to the model's `max_label_length` characters."""
-    _check_type(model_type)
-    if model_type == "dig":
-        from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
-
-        height, width = config.encoder.image_size
-        tokenizer = DiGTokenizer(max_label_length=config.max_label_length)
-        return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), tokenizer)
-    from modeling_clip4str.configuration_clip4str import as_pair
-    from processing import CLIP4STRImageProcessor, CLIP4STRProcessor, PARSeqTokenizer
-
-    height, width = as_pair(config.vision_config.image_size, "vision_config.image_size")
-    tokenizer = PARSeqTokenizer(charset=config.charset_train, max_label_length=config.max_label_length)
-    return CLIP4STRProcessor(CLIP4STRImageProcessor(size={"height": height, "width": width}), tokenizer)
+    """The family's default processor, sized to the model's input; its tokenizer takes labels of up to the model's
+    `max_label_length` characters."""
+    return family(model_type).build_processor(config)
 
 
 def data_max_label_length(requested: int | None, config: Any, tokenizer: Any = None) -> int:
@@ -153,14 +82,7 @@ def data_max_label_length(requested: int | None, config: Any, tokenizer: Any = N
 
 
 def model_class(model_type: str) -> type:
-    _check_type(model_type)
-    if model_type == "dig":
-        from modeling_dig import DiGForTextRecognition
-
-        return DiGForTextRecognition
-    from modeling_clip4str import CLIP4STRForTextRecognition, STRAdapterForTextRecognition
-
-    return CLIP4STRForTextRecognition if model_type == "clip4str" else STRAdapterForTextRecognition
+    return family(model_type).load("model_class")
 
 
 def saved_model_type(path: str | Path) -> str | None:
@@ -212,10 +134,7 @@ def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, 
 
 
 def _load_processor(path: Path, model_type: str, config: Any) -> Any:
-    if model_type == "dig":
-        from processing import DiGProcessor as cls
-    else:
-        from processing import CLIP4STRProcessor as cls
+    cls = family(model_type).load("processor_class")
     try:
         return cls.from_pretrained(path)
     except (OSError, ValueError) as err:  # a converted folder may hold only the model
@@ -225,7 +144,7 @@ def _load_processor(path: Path, model_type: str, config: Any) -> Any:
 
 def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
     """(model, processor) for fine-tuning, following `recipe.init_from`."""
-    _check_type(recipe.type)
+    family(recipe.type)  # a clear error for an unknown type
     init = recipe.init_from
     saved_type = saved_model_type(init) if init is not None and is_saved_model(init) else None
     if init is not None and saved_type is not None and (
@@ -246,22 +165,8 @@ def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
 
 
 def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:
-    """DiG: encoder from a pre-training folder / original .pth; CLIP4STR: CLIP towers from a CLIP weight file;
-    CLIP4STR + Adapter: the image tower and (ladder adapters) the side network built from a CLIP weight file."""
+    """The family's initialisation from a weight file that is not a saved folder (see `ModelFamily.init_from`)."""
     if not path.exists():
         raise FileNotFoundError(f"model.init_from={path} does not exist")
-    if model_type == "dig":
-        from modeling_dig.convert_pretraining import load_pretrained_encoder
-
-        report = load_pretrained_encoder(model, path)
-    elif model_type == "str_adapter":
-        from modeling_clip4str.clip_initialization import load_clip_state_dict
-        from modeling_clip4str.str_adapter_conversion import load_clip_into_str_adapter
-
-        load_clip_into_str_adapter(model, load_clip_state_dict(path), source=str(path))  # raises on bad keys
-        report = f"CLIP image tower and {model.config.adapter_type} adapter initialised"
-    else:
-        from modeling_clip4str.clip_initialization import load_clip_state_dict, load_clip_weights
-
-        report = load_clip_weights(model, load_clip_state_dict(path), source=str(path))
+    report = family(model_type).load_initial_weights(model, path)
     logger.info("initial weights from %s: %s", path, report)

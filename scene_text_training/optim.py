@@ -1,21 +1,20 @@
-"""The originals' optimiser rules as parameter groups and schedules for transformers.Trainer.
+"""One optimiser and schedule builder for every training run (fine-tuning and pre-training), from the rules the
+models declare themselves (as timm's models do) and the recipe's `optim` section.
 
-- DiG (BEiT-style fine-tuning): AdamW, no decay on 1-D parameters and biases, layer-wise lr decay: with
-  `depth` encoder blocks, the patch embedding (and mask token) gets `decay^(depth+1)`, block i gets
-  `decay^(depth-i)`, everything after the blocks (final norm, bridge, decoder) gets x1. Cosine schedule with
-  linear warm-up from 0 to a minimum lr that is scaled per group like the peak.
-- CLIP4STR (open_clip rules): AdamW (0.9, 0.98), eps 1e-6; no decay on parameters with < 2 dims or whose name
-  names a norm, a bias, logit_scale, pos_queries or the decoder's text embedding; the decoders (everything outside
-  the CLIP towers) train at `decoder_lr_scale` x the CLIP lr. OneCycleLR per step.
-- A model with its own `optimizer_groups(lr, weight_decay)` (CLIP4STR + Adapter: the original's four groups, scaled
-  by its config's coef_lr / coef_wd) gets exactly those; the recipe gives only the lr and the weight decay.
+What a model may declare (all optional):
+- `no_weight_decay() -> set[str]`: parameter names without weight decay; every tensor with < 2 dims never decays.
+- `num_lr_layers()` and `lr_layer_id(name)`: BEiT-style layer-wise lr decay (`optim.layer_decay`): layer `i` of
+  `n` trains at `layer_decay^(n - 1 - i)` x the lr (DiG: patch embedding 0, block i -> i + 1, the rest n - 1).
+- `lr_group(name) -> "clip" | "decoder"`: CLIP4STR's split; the decoders train at `optim.decoder_lr_scale` x.
+- `optimizer_groups(lr, weight_decay)`: the model builds its groups itself (CLIP4STR + Adapter: the original's
+  four groups scaled by its config's coef_lr / coef_wd); the recipe then gives only the lr and the weight decay.
+Schedules: cosine with linear warm-up to a minimum lr scaled per group like the peak (DiG), OneCycleLR (CLIP4STR),
+constant.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections import OrderedDict
 from typing import Any
 
@@ -26,71 +25,47 @@ from .recipes import OptimRecipe
 
 logger = logging.getLogger(__name__)
 
-# Encoder block index in a parameter name ("encoder.layers.3.attn..." / "encoder.blocks.3...").
-_BLOCK_RE = re.compile(r"(?:^|\.)encoder\.(?:.*\.)?(?:blocks|layers?|layer)\.(\d+)\.")
-# The lowest layer of the ViT: patch embedding, mask token, position table.
-_EMBED_KEYWORDS = ("patch_embed", "mask_token", "embeddings.")
-
 
 def scaled_learning_rate(optim: OptimRecipe, total_batch_size: int) -> float:
     """The originals' linear scaling rule: base_lr x total batch / reference batch."""
     return optim.base_lr * total_batch_size / optim.lr_reference_batch
 
 
-def uses_weight_decay(name: str, param: torch.Tensor, no_decay_keywords: list[str]) -> bool:
-    """False for 1-D parameters (norms, biases, tokens) and names holding a no-decay keyword."""
-    if param.ndim < 2:
-        return False
-    return not any(keyword in name for keyword in no_decay_keywords)
-
-
-def dig_layer_id(name: str, num_layers: int) -> int:
-    """DiG's layer index for lr decay: 0 = embeddings, i + 1 = encoder block i, num_layers + 1 = the rest."""
-    if "decoder" not in name.split(".")[0] and "decoder." not in name:
-        match = _BLOCK_RE.search(name)
-        if match:
-            return int(match.group(1)) + 1
-        if "encoder" in name and any(k in name for k in _EMBED_KEYWORDS):
-            return 0
-    return num_layers + 1
-
-
-def is_clip_tower(name: str) -> bool:
-    """True for CLIP4STR's CLIP parameters (towers, projections, logit_scale): everything but the two decoders
-    (`visual_decoder.*`, `cross_decoder.*`), as the original splits `clip_model.*` from the rest."""
-    parts = name.split(".")
-    top = parts[1] if parts[0] == "module" and len(parts) > 1 else parts[0]  # DDP-wrapped names
-    return not top.endswith("decoder")
-
-
-def build_param_groups(model: torch.nn.Module, model_type: str, optim: OptimRecipe, lr: float) -> list[dict]:
-    """Parameter groups with per-group `lr` and `weight_decay`; frozen parameters are left out."""
-    own_groups = getattr(getattr(model, "module", model), "optimizer_groups", None)  # DDP wraps the model
+def build_param_groups(model: torch.nn.Module, optim: OptimRecipe, lr: float) -> list[dict]:
+    """Parameter groups with per-group `lr` and `weight_decay` from the model's declared rules; frozen parameters
+    are left out. Group keys name the rule (`layer_3_decay`, `decoder_no_decay`, ...) for logs and debuggers."""
+    model = getattr(model, "module", model)  # DDP wraps the model
+    own_groups = getattr(model, "optimizer_groups", None)
     if callable(own_groups):
         groups_list = [group for group in own_groups(lr, optim.weight_decay) if group["params"]]
         for group in groups_list:
             logger.info("param group %s: %d tensors, lr %.3g, wd %.3g", group.get("name"), len(group["params"]),
                         group["lr"], group["weight_decay"])
         return groups_list
-    num_layers = _num_encoder_layers(model)
+    if optim.layer_decay is not None and not callable(getattr(model, "lr_layer_id", None)):
+        raise ValueError(
+            f"optim.layer_decay={optim.layer_decay} but {type(model).__name__} declares no lr layers "
+            "(lr_layer_id); set optim.layer_decay=null"
+        )
+    no_decay_names = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
+    lr_group = getattr(model, "lr_group", None)
+    num_layers = model.num_lr_layers() if optim.layer_decay is not None else 0
     groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = uses_weight_decay(name, param, optim.no_decay_keywords)
-        if model_type == "dig" and optim.layer_decay is not None:
-            layer = dig_layer_id(name, num_layers)
-            scale = optim.layer_decay ** (num_layers + 1 - layer)
-            key = f"layer_{layer}_{'decay' if decay else 'no_decay'}"
-        elif model_type == "clip4str":
-            tower = is_clip_tower(name)
-            scale = 1.0 if tower else optim.decoder_lr_scale
-            key = f"{'clip' if tower else 'decoder'}_{'decay' if decay else 'no_decay'}"
+        decay = param.ndim >= 2 and name not in no_decay_names and not any(k in name for k in optim.no_decay_keywords)
+        if optim.layer_decay is not None:
+            layer = model.lr_layer_id(name)
+            scale, prefix = optim.layer_decay ** (num_layers - 1 - layer), f"layer_{layer}_"
+        elif callable(lr_group):
+            prefix = f"{lr_group(name)}_"
+            scale = optim.decoder_lr_scale if prefix == "decoder_" else 1.0
         else:
-            scale = 1.0
-            key = "decay" if decay else "no_decay"
+            scale, prefix = 1.0, ""
         group = groups.setdefault(
-            key, {"params": [], "names": [], "lr": lr * scale, "weight_decay": optim.weight_decay if decay else 0.0}
+            f"{prefix}{'decay' if decay else 'no_decay'}",
+            {"params": [], "names": [], "lr": lr * scale, "weight_decay": optim.weight_decay if decay else 0.0},
         )
         group["params"].append(param)
         group["names"].append(name)
@@ -101,9 +76,9 @@ def build_param_groups(model: torch.nn.Module, model_type: str, optim: OptimReci
     return list(groups.values())
 
 
-def build_optimizer(model: torch.nn.Module, model_type: str, optim: OptimRecipe, lr: float) -> torch.optim.AdamW:
-    """AdamW over the recipe's parameter groups."""
-    groups = build_param_groups(model, model_type, optim, lr)
+def build_optimizer(model: torch.nn.Module, optim: OptimRecipe, lr: float) -> torch.optim.AdamW:
+    """AdamW over the model's parameter groups."""
+    groups = build_param_groups(model, optim, lr)
     if not groups:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), eps=optim.eps)
@@ -130,18 +105,3 @@ def build_scheduler(
     if optim.scheduler == "constant":
         return get_constant_schedule(optimizer)
     raise ValueError(f"optim.scheduler must be 'cosine', 'one_cycle' or 'constant', got {optim.scheduler!r}")
-
-
-def _num_encoder_layers(model: torch.nn.Module) -> int:
-    config = getattr(model, "config", None)
-    encoder = getattr(config, "encoder", None)
-    layers = getattr(encoder, "num_hidden_layers", None)
-    if isinstance(layers, int):
-        return layers
-    found = {int(m.group(1)) for n, _ in model.named_parameters() if (m := _BLOCK_RE.search(n))}
-    return max(found) + 1 if found else 0
-
-
-def steps_per_epoch(num_samples: int, total_batch_size: int) -> float:
-    """Optimiser steps per epoch (at least 1)."""
-    return max(math.ceil(num_samples / max(total_batch_size, 1)), 1)

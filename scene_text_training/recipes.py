@@ -105,9 +105,13 @@ class OptimRecipe:
     )
     betas: list[float] = _doc("AdamW betas", default_factory=lambda: [0.9, 0.999])
     eps: float = _doc("AdamW epsilon", default=1e-8)
-    weight_decay: float = _doc("AdamW weight decay (never on 1-D parameters and no_decay_keywords)", default=0.05)
+    weight_decay: float = _doc(
+        "AdamW weight decay (never on 1-D parameters nor on those the model's no_weight_decay() names)", default=0.05
+    )
     no_decay_keywords: list[str] = _doc(
-        "parameters whose name contains one of these get no weight decay", default_factory=lambda: ["bias"]
+        "extra: parameters whose name contains one of these get no weight decay either (the model declares its own "
+        "rules; this adds to them)",
+        default_factory=list,
     )
     layer_decay: float | None = _doc(
         "DiG layer-wise lr decay: block i gets decay^(depth-i), patch embedding decay^(depth+1), "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scene_text_training.optim import build_optimizer, build_scheduler, dig_layer_id, is_clip_tower, scaled_learning_rate
+from scene_text_training.optim import build_optimizer, build_scheduler, scaled_learning_rate
 from scene_text_training.recipes import (
     OptimRecipe,
     Recipe,
@@ -165,16 +165,20 @@ def _flat_keys(values: dict, prefix: str = "") -> list[str]:
 # ---- optimiser rules ---------------------------------------------------------------------------------------------
 
 
-def test_dig_layer_ids_follow_beit():
-    depth = 12
-    assert dig_layer_id("encoder.patch_embed.proj.weight", depth) == 0
-    assert dig_layer_id("encoder.mask_token", depth) == 0
-    assert dig_layer_id("encoder.blocks.0.attn.qkv.weight", depth) == 1
-    assert dig_layer_id("encoder.blocks.11.mlp.fc2.bias", depth) == 12
-    assert dig_layer_id("encoder.norm.weight", depth) == 13
-    assert dig_layer_id("linear_norm.dense.weight", depth) == 13
-    assert dig_layer_id("decoder.layers.0.self_attn.q_proj.weight", depth) == 13
-    assert dig_layer_id("classifier.weight", depth) == 13
+def test_dig_declares_beit_layer_ids():
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+
+    model = DiGForTextRecognition(DiGConfig.from_preset("vit-small"))  # 12 encoder blocks
+    assert model.num_lr_layers() == 14
+    assert model.lr_layer_id("encoder.patch_embed.proj.weight") == 0
+    assert model.lr_layer_id("encoder.mask_token") == 0
+    assert model.lr_layer_id("encoder.blocks.0.attn.qkv.weight") == 1
+    assert model.lr_layer_id("encoder.blocks.11.mlp.fc2.bias") == 12
+    for after_the_blocks in ("encoder.norm.weight", "linear_norm.dense.weight",
+                             "decoder.layers.0.self_attn.q_proj.weight", "classifier.weight"):
+        assert model.lr_layer_id(after_the_blocks) == 13
+    ids = {model.lr_layer_id(name) for name, _ in model.named_parameters()}
+    assert ids == set(range(14))  # every layer holds parameters, none falls outside
 
 
 def test_dig_param_groups_layer_decay_and_no_decay():
@@ -182,7 +186,7 @@ def test_dig_param_groups_layer_decay_and_no_decay():
 
     model = DiGForTextRecognition(DiGConfig.from_preset("tiny-test"))  # 2 encoder blocks
     optim = OptimRecipe(layer_decay=0.75, weight_decay=0.05)
-    optimizer = build_optimizer(model, "dig", optim, lr=1e-3)
+    optimizer = build_optimizer(model, optim, lr=1e-3)
     by_name = {name: group for group in optimizer.param_groups for name in group["names"]}
     assert set(by_name) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert by_name["encoder.patch_embed.proj.weight"]["lr"] == pytest.approx(1e-3 * 0.75**3)
@@ -192,33 +196,42 @@ def test_dig_param_groups_layer_decay_and_no_decay():
     assert by_name["classifier.weight"]["weight_decay"] == 0.05
     assert by_name["classifier.bias"]["weight_decay"] == 0.0
     assert by_name["encoder.norm.weight"]["weight_decay"] == 0.0
+    decayed = {n for n, g in by_name.items() if g["weight_decay"] > 0}
+    assert decayed == {n for n, p in model.named_parameters() if p.ndim >= 2}  # DiG: every matrix decays
+
+
+def test_layer_decay_needs_a_model_that_declares_layers():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="declares no lr layers"):
+        build_optimizer(model, OptimRecipe(layer_decay=0.75), lr=1.0)
 
 
 def test_frozen_parameters_are_left_out():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].weight.requires_grad_(False)
-    optimizer = build_optimizer(model, "clip4str", OptimRecipe(), lr=1.0)
+    optimizer = build_optimizer(model, OptimRecipe(), lr=1.0)
     names = [n for g in optimizer.param_groups for n in g["names"]]
     assert "0.weight" not in names and "0.bias" in names
 
 
 def test_clip4str_decoders_train_19x_and_towers_at_base_lr():
-    assert is_clip_tower("vision_model.encoder.layers.0.mlp.fc1.weight")
-    assert is_clip_tower("text_model.encoder.layers.7.self_attn.q_proj.weight")
-    assert is_clip_tower("text_projection.weight") and is_clip_tower("visual_projection.weight")
-    assert is_clip_tower("module.vision_model.embeddings.class_embedding")
-    assert not is_clip_tower("visual_decoder.layers.0.linear1.weight")
-    assert not is_clip_tower("cross_decoder.head.weight")
-    model = torch.nn.ModuleDict({
-        "vision_model": torch.nn.Linear(3, 3), "visual_decoder": torch.nn.ModuleDict({"pos_queries": torch.nn.Linear(3, 3)}),
-    })
-    optim = OptimRecipe(decoder_lr_scale=19.0, weight_decay=0.2, no_decay_keywords=["bias", "pos_queries"])
-    optimizer = build_optimizer(model, "clip4str", optim, lr=1e-4)
+    from modeling_clip4str import CLIP4STRForTextRecognition
+
+    from scene_text_training.models import build_config
+
+    config = build_config(load_recipe(CONFIGS / "quickstart_clip4str.yaml").model)
+    model = CLIP4STRForTextRecognition(config)
+    optimizer = build_optimizer(model, OptimRecipe(decoder_lr_scale=19.0, weight_decay=0.2), lr=1e-4)
     by_name = {name: group for group in optimizer.param_groups for name in group["names"]}
-    assert by_name["vision_model.weight"]["lr"] == pytest.approx(1e-4)
-    assert by_name["vision_model.weight"]["weight_decay"] == 0.2
-    assert by_name["visual_decoder.pos_queries.weight"]["lr"] == pytest.approx(19e-4)
-    assert by_name["visual_decoder.pos_queries.weight"]["weight_decay"] == 0.0
+    assert set(by_name) == {n for n, p in model.named_parameters() if p.requires_grad}
+    for name, group in by_name.items():
+        decoder = name.split(".")[0] in ("visual_decoder", "cross_decoder")
+        assert group["lr"] == pytest.approx(19e-4 if decoder else 1e-4), name
+        param = model.get_parameter(name)
+        exempt = param.ndim < 2 or any(k in name for k in ("bias", "logit_scale", "pos_queries", "text_embed"))
+        assert group["weight_decay"] == (0.0 if exempt else 0.2), name
+    assert by_name["visual_decoder.pos_queries"]["weight_decay"] == 0.0
+    assert by_name["vision_model.encoder.layers.0.mlp.fc1.weight"]["weight_decay"] == 0.2
 
 
 def _lrs(scheduler, optimizer, steps):

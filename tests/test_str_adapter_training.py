@@ -60,7 +60,7 @@ def test_shipped_recipe_builds_and_trains_one_step(path):
     assert type(model).__name__ == "STRAdapterForTextRecognition" and type(processor).__name__ == "CLIP4STRProcessor"
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(32, 100, 3), dtype=np.uint8))
     batch = SceneTextCollator(processor)([{"image": image, "label": "ab1"}, {"image": image, "label": "word"}])
-    optimizer = build_optimizer(model, recipe.model.type, recipe.optim, lr=1e-3)
+    optimizer = build_optimizer(model, recipe.optim, lr=1e-3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     loss = model(**batch).loss
@@ -77,7 +77,7 @@ def test_optimizer_holds_exactly_the_models_optimizer_groups(adapter_type):
     recipe = load_recipe(None, [*TINY, f"model.config.adapter_type={adapter_type}"])
     model, _ = build_model(recipe.model)
     optim = OptimRecipe(weight_decay=0.2, decoder_lr_scale=5.0, no_decay_keywords=["bias", "pos_queries"])
-    optimizer = build_optimizer(model, "str_adapter", optim, lr=1e-3)
+    optimizer = build_optimizer(model, optim, lr=1e-3)
     expected = [g for g in model.optimizer_groups(1e-3, 0.2) if g["params"]]
     got = [(g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in optimizer.param_groups]
     assert got == [(g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in expected]
