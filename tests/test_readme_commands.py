@@ -20,6 +20,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
+DOCS = sorted((REPO_ROOT / "docs").glob("*.md"))
+"""docs/ holds what the README links to (experiment logs, full results): its commands are checked the same way."""
 
 # Where each kind of command is executed on tiny data (for the reader of this file; checked to exist below).
 RUNS_FOR_REAL = {
@@ -33,10 +35,10 @@ RUNS_FOR_REAL = {
 }
 
 
-def readme_commands() -> list[str]:
-    """The shell lines of the README's ```bash blocks, without comments."""
+def readme_commands(path: Path = README) -> list[str]:
+    """The shell lines of a Markdown file's ```bash blocks, without comments."""
     commands, in_bash = [], False
-    for line in README.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.startswith("```"):
             in_bash = line.strip() == "```bash"
             continue
@@ -126,6 +128,7 @@ def check(command: str) -> None:
 
 
 COMMANDS = readme_commands()
+DOC_COMMANDS = [(path.name, command) for path in DOCS for command in readme_commands(path)]
 
 
 def test_readme_shows_commands():
@@ -135,6 +138,19 @@ def test_readme_shows_commands():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_matches_the_code(command):
     check(command)
+
+
+@pytest.mark.parametrize(("doc", "command"), DOC_COMMANDS)
+def test_docs_command_matches_the_code(doc, command):
+    check(command)
+
+
+def test_readme_links_to_docs_that_exist():
+    linked = set(re.findall(r"\]\((docs/[^)]+\.md)\)", README.read_text()))
+    assert linked, "the README links its docs/ pages"
+    for target in linked:
+        assert (REPO_ROOT / target).is_file(), target
+    assert {f"docs/{path.name}" for path in DOCS} <= linked, "every docs/ page is linked from the README"
 
 
 def test_misspelled_recipe_key_is_caught():
@@ -158,7 +174,8 @@ def test_tests_named_for_the_real_runs_exist():
 def test_tests_the_readme_cites_exist():
     """The README names the test that proves each guarantee; a renamed or deleted test must not leave it pointing
     at nothing."""
-    cited = sorted(set(re.findall(r"tests/[a-z_0-9]+\.py(?:::[A-Za-z_0-9]+)?", README.read_text())))
+    text = "\n".join(path.read_text() for path in (README, *DOCS))
+    cited = sorted(set(re.findall(r"tests/[a-z_0-9]+\.py(?:::[A-Za-z_0-9]+)?", text)))
     assert len(cited) >= 10
     for target in cited:
         path, _, name = target.partition("::")
