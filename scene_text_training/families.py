@@ -136,9 +136,20 @@ def _clip4str_initial_weights(model: Any, path: Path) -> str:
 
 
 def _str_adapter_initial_weights(model: Any, path: Path) -> str:
+    """A CLIP file, or a saved CLIP4STR folder whose trained image tower becomes the frozen tower (and, for the
+    ladder types, the source of the side network), exactly as a CLIP file's would."""
     from modeling_clip4str.clip_initialization import load_clip_state_dict
-    from modeling_clip4str.str_adapter_conversion import load_clip_into_str_adapter
+    from modeling_clip4str.str_adapter_conversion import load_clip_into_str_adapter, vision_state_dict_to_openai
 
+    from .models import is_saved_model, saved_model_type
+
+    if is_saved_model(path) and saved_model_type(path) == "clip4str":
+        from modeling_clip4str import CLIP4STRForTextRecognition
+
+        tower = CLIP4STRForTextRecognition.from_pretrained(path).state_dict()
+        clip = vision_state_dict_to_openai(tower)
+        load_clip_into_str_adapter(model, clip, round_fp16=False, source=str(path))  # trained in fp32: no rounding
+        return f"image tower of the CLIP4STR model and {model.config.adapter_type} adapter initialised"
     load_clip_into_str_adapter(model, load_clip_state_dict(path), source=str(path))  # raises on bad keys
     return f"CLIP image tower and {model.config.adapter_type} adapter initialised"
 
@@ -181,7 +192,7 @@ FAMILIES: dict[str, ModelFamily] = {
             build_config=_str_adapter_config,
             build_processor=_clip4str_processor,
             load_initial_weights=_str_adapter_initial_weights,
-            init_from="a CLIP weight file (image tower, and the side network of ladder adapters)",
+            init_from="a CLIP weight file or a saved CLIP4STR folder (image tower, and the side network of ladder adapters)",
             quickstart_recipe="quickstart_str_adapter",
             validation_from_logits=True,
         ),

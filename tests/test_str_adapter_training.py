@@ -159,3 +159,33 @@ def test_finetune_evaluate_read_through_train_ocr(synth, tmp_path, capsys):
     direct = json.loads((tmp_path / "read.json").read_text())
     piped = json.loads((tmp_path / "pipe.json").read_text())
     assert len(direct) == 2 and [r["text"] for r in piped] == [r["text"] for r in direct]
+
+
+def test_init_from_a_clip4str_folder_takes_its_trained_image_tower(tmp_path):
+    """`model.init_from=<CLIP4STR folder>`: the frozen tower is that model's trained tower (no fp16 rounding), and a
+    ladder adapter's side network is built from its blocks, as from a CLIP file."""
+    from modeling_clip4str import CLIP4STRForTextRecognition
+
+    dims = {"embed_dim": 32, "vision_width": 64, "vision_layers": 2, "image_size": [32, 128], "patch_size": [32, 8]}
+    torch.manual_seed(0)
+    clip4str = CLIP4STRForTextRecognition(build_config(ModelRecipe(
+        type="clip4str", config={**dims, "text_width": 32, "text_layers": 1, "decoder": {"num_heads": 4}},
+    )))
+    with torch.no_grad():  # weights no fresh initialisation could produce, and not fp16-representable
+        for param in clip4str.vision_model.parameters():
+            param.add_(torch.randn_like(param) * 1e-3 + 1e-4)
+    clip4str.save_pretrained(tmp_path / "clip4str")
+    recipe = ModelRecipe(type="str_adapter", init_from=str(tmp_path / "clip4str"), config={
+        **dims, "adapter_type": "ladder", "block_ids": [0, 1], "decoder": {"num_heads": 4},
+    })
+    model, _ = build_model(recipe)
+    tower = clip4str.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name.startswith(("vision_model.", "visual_projection.")):
+            assert torch.equal(tensor, tower[name]), name
+    # the ladder's side blocks are copies of tower blocks 0 and 1
+    for k in (0, 1):
+        side = model.adapter.side_blocks[k]
+        for part in ("self_attn.q_proj.weight", "self_attn.v_proj.bias", "mlp.fc1.weight", "layer_norm2.weight"):
+            assert torch.equal(side.get_parameter(part), tower[f"vision_model.encoder.layers.{k}.{part}"]), part
+    assert all(not p.requires_grad for p in model.vision_model.parameters())
