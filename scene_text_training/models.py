@@ -251,7 +251,7 @@ def _load_initial_weights(model: Any, model_type: str, path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"model.init_from={path} does not exist")
     if model_type == "dig":
-        from modeling_dig.convert_pretraining import load_pretrained_encoder
+        from modeling_dig.encoder_initialization import load_pretrained_encoder
 
         report = load_pretrained_encoder(model, path)
     elif model_type == "str_adapter":
