@@ -32,7 +32,7 @@ import torch
 from transformers.optimization import get_cosine_schedule_with_warmup
 
 from modeling_dig import DiGConfig, DiGForTextRecognition
-from modeling_dig.convert_pretraining import load_pretrained_encoder
+from modeling_dig.encoder_initialization import load_pretrained_encoder
 from processing.lmdb_dataset import STRLmdbDataset
 from processing.processing_dig import DiGProcessor
 from processing.synthetic import build_synthetic_benchmark

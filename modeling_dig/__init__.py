@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .configuration_dig import DIG_PRESETS, DiGConfig, DiGDecoderConfig, DiGEncoderConfig
 from .configuration_dig_pretraining import DIG_PRETRAINING_PRESETS, DiGPreTrainingConfig
-from .convert_pretraining import init_recognizer_from_pretraining, load_pretrained_encoder
+from .encoder_initialization import EncoderInitReport, load_pretrained_encoder
 from .modeling_dig import (
     DiGForTextRecognition,
     DiGPreTrainedModel,
@@ -56,9 +56,9 @@ __all__ = [
     "DiGTextRecognitionOutput",
     "DiGViTEncoder",
     "DiGViTLayer",
+    "EncoderInitReport",
     "decoder_sincos_table",
     "encoder_sincos_table",
-    "init_recognizer_from_pretraining",
     "load_pretrained_encoder",
     "register_dig_auto_classes",
 ]

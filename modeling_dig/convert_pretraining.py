@@ -1,5 +1,5 @@
-"""Original DiG pre-training checkpoints (`MoCo_ViT`, `checkpoint-<epoch>.pth`) -> `DiGForPreTraining` folders,
-and initialisation of a recognizer from a pre-training folder the way the original fine-tuning does it.
+"""Original DiG pre-training checkpoints (`MoCo_ViT`, `checkpoint-<epoch>.pth`) -> `DiGForPreTraining` folders.
+(A recognizer's encoder from pre-training: `encoder_initialization`.)
 
 The CLI (`python -m modeling_dig.convert_original_checkpoint`) dispatches here when the state dict has
 `momentum_encoder.*` keys. Sizes are read off the tensors; only what tensors cannot tell (head count,
@@ -12,8 +12,6 @@ import argparse
 import logging
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,30 +35,10 @@ ORIGINAL_TO_HF_PREFIXES: tuple[tuple[str, str], ...] = (
 # Head counts of the released sizes (tensors cannot tell them): head dim 64 everywhere.
 _HEADS_BY_MODEL_NAME = {"tiny": 3, "small": 6, "base": 8}
 
-# What the recognizer takes from a pre-training checkpoint (original fine-tuning: `--finetune` loads these by
-# name; encoder.norm, bridge and decoder start fresh).
-RECOGNIZER_KEYS_FROM_PRETRAINING = re.compile(r"^encoder\.(mask_token|patch_embed\..*|blocks\..*)$")
-
 
 def is_pretraining_state_dict(state_dict: dict[str, Any]) -> bool:
     """True for a `MoCo_ViT` pre-training state dict (the dispatch rule of the converter CLI)."""
     return any(key.startswith("momentum_encoder.") for key in state_dict)
-
-
-def is_pretraining_folder(path: str | os.PathLike) -> bool:
-    """True for a saved `DiGForPreTraining` folder (config.json with model_type "dig_pretraining") or a
-    `run_pretraining` output folder (its `final/`). Cheap: reads only the JSON. For the recognizer's
-    `from_pretrained` hook."""
-    import json
-
-    folder = Path(path)
-    for candidate in (folder / "config.json", folder / "final" / "config.json"):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text()).get("model_type") == DiGPreTrainingConfig.model_type
-            except (OSError, ValueError):
-                return False
-    return False
 
 
 def weights_only_failure(error: BaseException) -> str:
@@ -198,6 +176,7 @@ def convert_pretraining_checkpoint(
 ):
     """Builds a `DiGForPreTraining` from an original state dict (strict: every tensor placed, none missing) and,
     when `output_dir` is given, saves it there as a safetensors folder. Returns the model."""
+    # here, not at the top: modeling_dig_pretraining -> modeling_dig -> encoder_initialization -> this module
     from .modeling_dig_pretraining import DiGForPreTraining
 
     config = config_from_original(state_dict, args_namespace, num_attention_heads)
@@ -221,153 +200,11 @@ def convert_pretraining_checkpoint(
     return model
 
 
-@dataclass
-class EncoderInitReport:
-    """Which recognizer tensors came from the pre-training checkpoint and which start fresh."""
-
-    loaded: list[str] = field(default_factory=list)
-    fresh: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-
-
-def recognizer_state_from_pretraining(
-    pretraining_state: dict[str, torch.Tensor], recognizer_state: dict[str, torch.Tensor]
-) -> tuple[dict[str, torch.Tensor], EncoderInitReport]:
-    """Picks `encoder.{mask_token, patch_embed.*, blocks.*}` (our names or the original's, which coincide) and
-    checks their shapes against the recognizer. Returns (tensors to load, report)."""
-    report = EncoderInitReport()
-    selected: dict[str, torch.Tensor] = {}
-    for key, tensor in pretraining_state.items():
-        if RECOGNIZER_KEYS_FROM_PRETRAINING.match(key) and key in recognizer_state:
-            if tuple(tensor.shape) != tuple(recognizer_state[key].shape):
-                raise ValueError(
-                    f"{key}: pre-training shape {tuple(tensor.shape)} != recognizer shape "
-                    f"{tuple(recognizer_state[key].shape)}; build the recognizer with the pre-training encoder sizes"
-                )
-            selected[key] = tensor
-        else:
-            report.ignored.append(key)
-    report.loaded = sorted(selected)
-    report.fresh = sorted(set(recognizer_state) - set(selected))
-    return selected, report
-
-
-def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingConfig, dict[str, torch.Tensor]]:
-    """(config, state dict in our names) of a DiGForPreTraining model, saved folder or original `.pth` file."""
-    from .modeling_dig_pretraining import DiGForPreTraining
-
-    if isinstance(source, DiGForPreTraining):
-        return source.config, source.state_dict()
-    if isinstance(source, _StateSource):
-        return source.config, source.state
-    path = Path(source)
-    if path.is_file():
-        checkpoint = load_original_checkpoint(path)
-        if not is_pretraining_state_dict(checkpoint["model"]):
-            raise ValueError(f"{path}: not a DiG pre-training checkpoint (no momentum_encoder.* keys)")
-        return config_from_original(checkpoint["model"], checkpoint.get("args")), convert_pretraining_state_dict(
-            checkpoint["model"]
-        )
-    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
-        path = path / "final"  # a `run_pretraining` output folder: its final model
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{path}: expected a DiGForPreTraining folder (config.json + safetensors) or a .pth file"
-        )
-    try:
-        config = DiGPreTrainingConfig.from_pretrained(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"{path / 'config.json'}: not a readable DiG pre-training config ({error})") from error
-    if config.model_type != DiGPreTrainingConfig.model_type:
-        raise ValueError(f"{path} holds a {config.model_type!r} model, not a DiG pre-training model")
-    from safetensors.torch import load_file
-
-    files = sorted(path.glob("model*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path} has no model*.safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            state.update(load_file(file))
-        except Exception as error:  # safetensors raises its own error types for damaged headers
-            raise ValueError(f"{file}: not a readable safetensors file ({error})") from error
-    return config, state
-
-
-def load_pretrained_encoder(model: torch.nn.Module, source: str | os.PathLike | Any) -> EncoderInitReport:
-    """Fill a recognizer's `encoder.{mask_token, patch_embed, blocks}` from a pre-training source (folder, original
-    `.pth`, or model), as the original `--finetune`; everything else keeps its fresh initialisation. Logged."""
-    _, state = _pretraining_state(source)
-    selected, report = recognizer_state_from_pretraining(state, model.state_dict())
-    if not report.loaded:
-        raise ValueError(f"{source}: no encoder tensor matches the recognizer's names (encoder.blocks.*, ...)")
-    incompatible = model.load_state_dict(selected, strict=False)
-    if incompatible.unexpected_keys:
-        raise ValueError(f"unexpected keys while initialising the recognizer: {incompatible.unexpected_keys}")
-    logger.info("initialised %d recognizer tensors from %s: %s", len(report.loaded), source, report.loaded)
-    logger.info("%d recognizer tensors start fresh: %s", len(report.fresh), report.fresh)
-    return report
-
-
-def init_recognizer_from_pretraining(
-    source: str | os.PathLike | Any, recognizer_config: Any | None = None, model_class: type | None = None
-):
-    """A new `DiGForTextRecognition` whose encoder comes from a pre-training source (see `load_pretrained_encoder`).
-
-    `recognizer_config` defaults to the "vit-small" recognizer with the pre-training encoder's sizes and the
-    fine-tuning dropout (0.1 / 0.1 / drop path 0.1) and final norm. Returns `(model, EncoderInitReport)`.
-    """
-    if model_class is None:
-        from .modeling_dig import DiGForTextRecognition as model_class
-    from .configuration_dig import DiGConfig
-
-    pretraining_config, state = _pretraining_state(source)
-    if recognizer_config is None:
-        encoder = pretraining_config.encoder.to_dict()
-        for key in (
-            "model_type",
-            "transformers_version",
-            "architectures",
-            "output_hidden_states",
-            "return_dict",
-            "dtype",
-            "chunk_size_feed_forward",
-            "is_encoder_decoder",
-            "id2label",
-            "label2id",
-            "problem_type",
-        ):
-            encoder.pop(key, None)
-        encoder.update(
-            use_final_norm=True, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, drop_path_rate=0.1
-        )
-        recognizer_config = DiGConfig.from_preset("vit-small", encoder=encoder)
-    model = model_class(recognizer_config)
-    pretraining_model_like = _StateSource(pretraining_config, state)
-    report = load_pretrained_encoder(model, pretraining_model_like)
-    return model, report
-
-
-class _StateSource:
-    """An already-read (config, state) pair passed back through `load_pretrained_encoder`."""
-
-    def __init__(self, config: DiGPreTrainingConfig, state: dict[str, torch.Tensor]) -> None:
-        self.config, self.state = config, state
-
-    def __str__(self) -> str:
-        return "pre-training state"
-
-
 __all__ = [
     "ORIGINAL_TO_HF_PREFIXES",
-    "EncoderInitReport",
     "config_from_original",
     "convert_pretraining_checkpoint",
     "convert_pretraining_state_dict",
-    "init_recognizer_from_pretraining",
-    "is_pretraining_folder",
     "is_pretraining_state_dict",
     "load_original_checkpoint",
-    "load_pretrained_encoder",
-    "recognizer_state_from_pretraining",
 ]

@@ -8,6 +8,7 @@ decoding by `GenerationMixin.generate`.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable
@@ -32,6 +33,13 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_dig import DiGConfig, DiGDecoderConfig, DiGEncoderConfig
+from .encoder_initialization import (
+    EncoderInitReport,
+    is_pretraining_folder,
+    load_encoder_state,
+    read_pretraining_source,
+    recognizer_config_from_pretraining,
+)
 
 # transformers 5.24 renamed the cache argument and output field `past_key_values` to `cache`. The models read the
 # cache under either name and return it under the installed transformers' own field name, so generate() finds it.
@@ -657,19 +665,47 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As PreTrainedModel's, and also accepts a `DiGForPreTraining` folder: then the encoder (mask token, patch
-        embedding, blocks) is initialised from it the way the original fine-tuning does, while `encoder.norm`, the
-        bridge and the decoder start fresh; the loaded and fresh parameters are logged."""
-        from .convert_pretraining import init_recognizer_from_pretraining, is_pretraining_folder
-
+        """PreTrainedModel's. A `DiGForPreTraining` folder holds no recognizer: it is refused with a pointer to
+        `from_pretrained_encoder`, instead of being read as a recognizer config."""
         if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and is_pretraining_folder(
             pretrained_model_name_or_path
         ):
-            model, _ = init_recognizer_from_pretraining(
-                pretrained_model_name_or_path, kwargs.get("config"), model_class=cls
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a DiG pre-training (DiGForPreTraining) folder, not a "
+                f"{cls.__name__}: use {cls.__name__}.from_pretrained_encoder({str(pretrained_model_name_or_path)!r}) "
+                "to start a recognizer from its encoder"
             )
-            return model
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained_encoder(
+        cls,
+        pretraining_source: str | os.PathLike | PreTrainedModel,
+        config: DiGConfig | None = None,
+        *,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        output_loading_info: bool = False,
+    ) -> DiGForTextRecognition | tuple[DiGForTextRecognition, EncoderInitReport]:
+        """A new recognizer whose encoder (mask token, patch embedding, blocks) comes from DiG pre-training, as the
+        original fine-tuning (`--finetune`) starts; `encoder.norm`, the bridge and the decoder start fresh, and the
+        loaded and fresh tensors are logged.
+
+        `pretraining_source`: a `DiGForPreTraining` folder (or a `run_pretraining` output folder), an original
+        pre-training `.pth` (read with `torch.load(weights_only=True)`), or a `DiGForPreTraining` model.
+        `config` defaults to the "vit-small" recognizer with the pre-training encoder's sizes and the fine-tuning
+        dropout (`encoder_initialization.recognizer_config_from_pretraining`); its sizes must match the encoder's.
+        `dtype` and `attn_implementation` are those of `from_config`. The model is returned in training mode;
+        with `output_loading_info=True`, as `(model, EncoderInitReport)`.
+        """
+        pretraining_config, state = read_pretraining_source(pretraining_source)
+        config = copy.deepcopy(config) if config is not None else recognizer_config_from_pretraining(pretraining_config)
+        options = {"dtype": dtype} if dtype is not None else {}
+        if attn_implementation is not None:
+            options["attn_implementation"] = attn_implementation
+        model = cls._from_config(config, **options)
+        report = load_encoder_state(model, state, str(pretraining_source))
+        return (model, report) if output_loading_info else model
 
     @property
     def accepts_loss_kwargs(self) -> bool:

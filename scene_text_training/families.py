@@ -124,7 +124,7 @@ def _clip4str_processor(config: Any) -> Any:
 
 # -------------------------------------------------------------------------------------------------- initial weights
 def _dig_initial_weights(model: Any, path: Path) -> str:
-    from modeling_dig.convert_pretraining import load_pretrained_encoder
+    from modeling_dig.encoder_initialization import load_pretrained_encoder
 
     return str(load_pretrained_encoder(model, path))
 

@@ -13,11 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 import modeling_dig.modeling_dig_pretraining as pretraining_module
 from modeling_dig.configuration_dig import DiGEncoderConfig
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
-from modeling_dig.convert_pretraining import (
-    init_recognizer_from_pretraining,
-    is_pretraining_folder,
-    load_pretrained_encoder,
-)
+from modeling_dig.encoder_initialization import is_pretraining_folder, load_pretrained_encoder
 from modeling_dig.modeling_dig_pretraining import (
     DiGForPreTraining,
     contrastive_loss,
@@ -175,8 +171,8 @@ def test_recognizer_initialised_from_pretraining_folder(tmp_path, caplog):
             param.add_(0.5)  # far from any default init
     pretrained.save_pretrained(tmp_path)
     config = DiGConfig.from_preset("tiny-test")
-    with caplog.at_level(logging.INFO, logger="modeling_dig.convert_pretraining"):
-        recognizer, report = init_recognizer_from_pretraining(tmp_path, config)
+    with caplog.at_level(logging.INFO, logger="modeling_dig.encoder_initialization"):
+        recognizer, report = DiGForTextRecognition.from_pretrained_encoder(tmp_path, config, output_loading_info=True)
     assert "start fresh" in caplog.text and "initialised" in caplog.text
     num_blocks = config.encoder.num_hidden_layers
     assert len(report.loaded) == 2 + 13 * num_blocks  # patch embed (2), 13 tensors per block
@@ -197,40 +193,88 @@ def test_recognizer_initialised_from_pretraining_folder(tmp_path, caplog):
 
 
 def test_recognizer_init_rejects_mismatched_sizes(tmp_path):
-    from modeling_dig import DiGConfig
+    from modeling_dig import DiGConfig, DiGForTextRecognition
 
     _tiny_model().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="pre-training shape"):
-        init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test", encoder={"hidden_size": 64}))
+        DiGForTextRecognition.from_pretrained_encoder(
+            tmp_path, DiGConfig.from_preset("tiny-test", encoder={"hidden_size": 64})
+        )
 
 
-def test_recognizer_from_pretrained_hook(tmp_path):
-    """The hook proposed for DiGForTextRecognition.from_pretrained: a pre-training folder initialises the encoder."""
+def test_from_pretrained_refuses_a_pretraining_folder(tmp_path):
+    """from_pretrained is PreTrainedModel's: a pre-training folder (saved model or run_pretraining output) is refused
+    in one line naming the folder and from_pretrained_encoder, while an ordinary recognizer folder loads."""
     from modeling_dig import DiGConfig, DiGForTextRecognition
 
-    class HookedRecognizer(DiGForTextRecognition):
-        @classmethod
-        def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-            if is_pretraining_folder(pretrained_model_name_or_path):
-                config = kwargs.get("config")
-                return init_recognizer_from_pretraining(pretrained_model_name_or_path, config, model_class=cls)[0]
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
     pretrained = _tiny_model()
-    pretrained.save_pretrained(tmp_path / "final")  # the layout of a run_pretraining output folder
-    assert is_pretraining_folder(tmp_path) and not is_pretraining_folder(tmp_path / "missing")
-    recognizer = HookedRecognizer.from_pretrained(tmp_path, config=DiGConfig.from_preset("tiny-test"))
-    assert torch.equal(recognizer.encoder.blocks[0].attn.qkv.weight, pretrained.encoder.blocks[0].attn.qkv.weight)
+    pretrained.save_pretrained(tmp_path / "run" / "final")  # the layout of a run_pretraining output folder
+    pretrained.save_pretrained(tmp_path / "saved")
+    assert is_pretraining_folder(tmp_path / "run") and not is_pretraining_folder(tmp_path / "missing")
+    for folder in (tmp_path / "run", tmp_path / "saved"):
+        with pytest.raises(ValueError) as error:
+            DiGForTextRecognition.from_pretrained(folder, config=DiGConfig.from_preset("tiny-test"))
+        message = str(error.value)
+        assert "\n" not in message and str(folder) in message
+        assert f"DiGForTextRecognition.from_pretrained_encoder({str(folder)!r})" in message
+    recognizer = DiGForTextRecognition.from_pretrained_encoder(tmp_path / "run", DiGConfig.from_preset("tiny-test"))
     recognizer.save_pretrained(tmp_path / "recognizer")
     assert not is_pretraining_folder(tmp_path / "recognizer")
-    reloaded = HookedRecognizer.from_pretrained(tmp_path / "recognizer")  # an ordinary folder: the normal path
+    reloaded = DiGForTextRecognition.from_pretrained(tmp_path / "recognizer")  # an ordinary folder: the normal path
     assert torch.equal(reloaded.encoder.blocks[0].attn.qkv.weight, pretrained.encoder.blocks[0].attn.qkv.weight)
+
+
+def test_from_pretrained_encoder_loads_exactly_the_pretrained_encoder(tmp_path):
+    """Every encoder tensor the recognizer shares with pre-training equals the pre-trained one; every other tensor
+    equals a fresh model built from the same seed (nothing else is loaded, nothing shifts the fresh init)."""
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+
+    pretrained = _tiny_model()
+    with torch.no_grad():
+        for param in pretrained.parameters():
+            param.mul_(-3.0).add_(0.25)
+    pretrained.save_pretrained(tmp_path)
+    config = DiGConfig.from_preset("tiny-test")
+    torch.manual_seed(1)
+    recognizer, report = DiGForTextRecognition.from_pretrained_encoder(tmp_path, config, output_loading_info=True)
+    torch.manual_seed(1)
+    fresh = DiGForTextRecognition(DiGConfig.from_preset("tiny-test")).state_dict()
+    source = pretrained.state_dict()
+    encoder_keys = {k for k in fresh if k.startswith(("encoder.patch_embed.", "encoder.blocks."))}
+    assert set(report.loaded) == encoder_keys
+    assert set(report.fresh) == set(fresh) - encoder_keys
+    for key, tensor in recognizer.state_dict().items():
+        assert torch.equal(tensor, source[key] if key in encoder_keys else fresh[key]), key
+    assert recognizer.training  # a starting point for fine-tuning, as DiGForTextRecognition(config)
+    # as from_pretrained(config=...): the model works on a copy, the caller's config is not resolved in place
+    assert recognizer.config is not config and config._attn_implementation_internal is None
+
+
+def test_from_pretrained_encoder_passes_dtype_and_attention_through(dig_fixtures):
+    """An original .pth source, no config (the pre-training encoder's sizes), bfloat16 and eager attention."""
+    from modeling_dig import DiGForTextRecognition
+    from modeling_dig.convert_pretraining import load_original_checkpoint
+
+    original = load_original_checkpoint(dig_fixtures / "pretrain_checkpoint.pth")["model"]
+    recognizer = DiGForTextRecognition.from_pretrained_encoder(
+        dig_fixtures / "pretrain_checkpoint.pth", dtype=torch.bfloat16, attn_implementation="eager"
+    )
+    assert recognizer.config.encoder.hidden_size == original["encoder.patch_embed.proj.weight"].shape[0]
+    assert recognizer.config.encoder.use_final_norm and recognizer.config.encoder.drop_path_rate == 0.1
+    assert {p.dtype for p in recognizer.parameters()} == {torch.bfloat16}
+    assert recognizer.config._attn_implementation == "eager"
+    assert recognizer.config.encoder._attn_implementation == "eager"
+    state = recognizer.state_dict()
+    for key in ("encoder.patch_embed.proj.weight", "encoder.blocks.1.attn.qkv.weight", "encoder.blocks.0.mlp.fc2.bias"):
+        assert torch.equal(state[key], original[key].to(torch.bfloat16)), key
+    with pytest.raises(TypeError):
+        DiGForTextRecognition.from_pretrained_encoder(dig_fixtures / "pretrain_checkpoint.pth", device_map="auto")
 
 
 def test_column_strip_pretraining_initialises_a_strip_recognizer(tmp_path):
     """The CPU effect benchmark's layout: 32x4 strips pre-train (1 x 32 mask grid) and hand every encoder tensor to a
     strip recognizer; a 4x4 recognizer is refused instead of silently getting a reshaped patch embedding."""
-    from modeling_dig import DiGConfig
+    from modeling_dig import DiGConfig, DiGForTextRecognition
 
     strips = {"patch_size": [32, 4]}
     pretrained = _tiny_model(encoder=strips)
@@ -241,10 +285,10 @@ def test_column_strip_pretraining_initialises_a_strip_recognizer(tmp_path):
     assert torch.isfinite(output.loss) and output.mim_loss > 0 and output.contrastive_loss > 0
     pretrained.save_pretrained(tmp_path)
     config = DiGConfig.from_preset("tiny-test", encoder=strips)
-    _, report = init_recognizer_from_pretraining(tmp_path, config)
+    _, report = DiGForTextRecognition.from_pretrained_encoder(tmp_path, config, output_loading_info=True)
     assert len(report.loaded) == 2 + 13 * config.encoder.num_hidden_layers
     with pytest.raises(ValueError, match="pre-training shape"):
-        init_recognizer_from_pretraining(tmp_path, DiGConfig.from_preset("tiny-test"))
+        DiGForTextRecognition.from_pretrained_encoder(tmp_path, DiGConfig.from_preset("tiny-test"))
 
 
 def test_missing_weights_are_initialised_like_fresh_ones():

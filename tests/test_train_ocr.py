@@ -294,7 +294,7 @@ def test_init_from_a_saved_folder_continues_from_its_weights(trained):
 
 
 def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtures):
-    from modeling_dig.convert_pretraining import _pretraining_state
+    from modeling_dig.encoder_initialization import read_pretraining_source
     from scene_text_training.models import build_model
     from scene_text_training.recipes import ModelRecipe
 
@@ -305,7 +305,7 @@ def test_init_from_a_dig_pretraining_checkpoint_loads_the_encoder_only(dig_fixtu
     model, _ = build_model(recipe)
     torch.manual_seed(0)
     fresh, _ = build_model(ModelRecipe(type="dig", preset="tiny-test", config={"encoder": encoder}))
-    _, pretrained = _pretraining_state(dig_fixtures / "pretrain_checkpoint.pth")
+    _, pretrained = read_pretraining_source(dig_fixtures / "pretrain_checkpoint.pth")
     state = model.state_dict()
     assert torch.equal(state["encoder.blocks.1.mlp.fc2.weight"], pretrained["encoder.blocks.1.mlp.fc2.weight"])
     assert torch.equal(state["encoder.patch_embed.proj.weight"], pretrained["encoder.patch_embed.proj.weight"])

@@ -66,7 +66,7 @@ def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
 
 def test_init_from_errors_name_the_file(tmp_path):
     from modeling_dig import DiGConfig, DiGForTextRecognition
-    from modeling_dig.convert_pretraining import load_pretrained_encoder
+    from modeling_dig.encoder_initialization import load_pretrained_encoder
 
     model = DiGForTextRecognition(DiGConfig.from_preset("tiny-test"))
     for name, data in (("truncated.pth", b"PK\x03\x04garbage"), ("text.pth", b"hello")):
