@@ -14,7 +14,7 @@ from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
 try:  # the library's pipeline routing; transformers' remote-code import check skips `try` blocks
-    from processing.pipeline_scene_text import SceneTextPipelinesConfigMixin
+    from processing.pipeline_routing import SceneTextPipelinesConfigMixin
 except ImportError:  # remote code without the library: `custom_pipelines` is a plain config attribute
 
     class SceneTextPipelinesConfigMixin:

@@ -20,7 +20,7 @@ _LAZY_EXPORTS = {
     "SceneTextImageProcessor": "image_processing_scene_text",
     "SceneTextProcessor": "processing_scene_text",
     "SceneTextRecognitionPipeline": "pipeline_scene_text",
-    "register_scene_text_pipeline": "pipeline_scene_text",
+    "register_scene_text_pipeline": "pipeline_routing",
     "scene_text_custom_pipelines": "pipeline_scene_text",
 }
 

@@ -17,7 +17,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .pipeline_scene_text import register_scene_text_pipeline
+from .pipeline_routing import SCENE_TEXT_MODEL_TYPES, register_scene_text_pipeline
 
 
 def register_scene_text_recognizer(
@@ -31,7 +31,11 @@ def register_scene_text_recognizer(
     """Registers the config (and sub-configs) with AutoConfig; the model with AutoModel,
     AutoModelForImageTextToText and AutoModelForTextRecognition (when this transformers has it); the tokenizer,
     image processor (PIL backend) and processor; marks config and model for `save_pretrained` code copying
-    (trust_remote_code loading); and routes `pipeline("image-to-text")` for our models. Idempotent."""
+    (trust_remote_code loading); and routes `pipeline("image-to-text")` for our model types to
+    `SceneTextRecognitionPipeline` (processing/pipeline_routing.py: the one change to a transformers registry entry,
+    which keeps the stock class for every other model). Idempotent."""
+    if config_class.model_type not in SCENE_TEXT_MODEL_TYPES:  # the pipeline routing would not know it
+        raise ValueError(f"add {config_class.model_type!r} to processing.pipeline_routing.SCENE_TEXT_MODEL_TYPES")
     for cls in (config_class, *sub_config_classes):
         AutoConfig.register(cls.model_type, cls, exist_ok=True)
     for auto_class in (

@@ -14,7 +14,7 @@ from test_pipeline import _images
 from test_pipeline import _tiny_model as tiny_dig
 from transformers import pipeline
 
-import modeling_dig  # registers the library pipeline
+import modeling_dig  # routes our model types' image-text-to-text pipeline
 from processing.processing_dig import DiGProcessor
 
 
@@ -44,9 +44,7 @@ def transformers_warnings():
 @pytest.fixture(scope="module")
 def dig_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quiet_dig")
-    model = tiny_dig()
-    model.config.custom_pipelines = {}
-    model.save_pretrained(folder)
+    tiny_dig().save_pretrained(folder)
     DiGProcessor().save_pretrained(folder)
     return folder
 
