@@ -73,11 +73,7 @@ def check_train_ocr(argv: list[str]) -> None:
     from scene_text_training.recipes import load_recipe
 
     args = parse_only(train_ocr.main, argv)
-    if args.command == "finetune":
-        load_recipe(train_ocr.resolve_config(args.config), args.overrides)
-    elif args.command == "pretrain":
-        load_recipe(train_ocr.resolve_config(args.config), args.overrides)
-    elif args.command == "evaluate":
+    if args.command in ("finetune", "pretrain", "evaluate"):  # one recipe schema for all three
         load_recipe(train_ocr.resolve_config(args.config), args.overrides)
 
 
