@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -43,18 +42,12 @@ def resolve_config(name: str | None) -> Path | None:
     raise SystemExit(f"error: recipe {name!r} not found (not a file, not in {CONFIG_DIR}); shipped recipes: {shipped}")
 
 
-def _recipe_help(cls: Any = None) -> str:
+def _recipe_help() -> str:
     from scene_text_training.recipes import Recipe, describe
 
     return "recipe keys (override any with key=value; dotted keys reach nested sections):\n" + "\n".join(
-        describe(cls or Recipe)
+        describe(Recipe)
     )
-
-
-def _pretrain_recipe_help() -> str:
-    from scene_text_training.pretrain import PretrainRecipe
-
-    return _recipe_help(PretrainRecipe)
 
 
 def positive_int(text: str) -> int:
@@ -72,24 +65,13 @@ TRUST_REMOTE_CODE_HELP = ("let a model folder of another model_type run the Pyth
                           "folders always load with this library's classes, whatever this flag says)")
 
 
-class _HelpParser(argparse.ArgumentParser):
-    """Builds its epilog (the recipe keys) only when help is shown: the pretrain keys need heavy imports."""
-
-    epilog_factory: Any = None
-
-    def format_help(self) -> str:
-        if self.epilog_factory is not None and self.epilog is None:
-            self.epilog = self.epilog_factory()
-        return super().format_help()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train_ocr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="logging verbosity (default: info)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_HelpParser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
 
     def recipe_args(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -105,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                      " (model.trust_remote_code, for model.init_from)")
     recipe_args(sub, required=False)
 
-    sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training (scene_text_training.pretrain)",
-                              formatter_class=raw, description="Dispatches to scene_text_training.pretrain.run_pretraining "
-                              "with the recipe read into scene_text_training.pretrain.PretrainRecipe.",
-                              )
-    sub.epilog_factory = _pretrain_recipe_help
+    sub = commands.add_parser("pretrain", help="DiG self-supervised pre-training with transformers.Trainer",
+                              formatter_class=raw, epilog=_recipe_help(),
+                              description="DiG pre-training (model.type=dig_pretraining, the `pretrain` section) on "
+                                          "unlabeled LMDBs or image folders; resumes from the last checkpoint with "
+                                          "train.resume=auto. Saves output_dir/final, recipe.yaml, pictures, curves.")
     recipe_args(sub, required=True)
 
     sub = commands.add_parser("evaluate", help="score a saved model on benchmark LMDBs (table + JSON)",
@@ -167,11 +149,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from scene_text_training import pretrain
     from scene_text_training.recipes import load_recipe
 
-    cls = pretrain.PretrainRecipe
-    recipe = cls.from_yaml(resolve_config(args.config), args.overrides) if hasattr(cls, "from_yaml") else load_recipe(
-        resolve_config(args.config), args.overrides, cls=cls
-    )
-    pretrain.run_pretraining(recipe)
+    result = pretrain.run_pretraining(load_recipe(resolve_config(args.config), args.overrides))
+    print(json.dumps({"output_dir": str(result.output_dir), "global_step": result.global_step,
+                      "train_loss": result.train_loss, "final_model_dir": str(result.final_model_dir)}, indent=2))
     return 0
 
 

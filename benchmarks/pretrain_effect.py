@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from transformers.optimization import get_cosine_schedule_with_warmup
 
 from modeling_dig import DiGConfig, DiGForTextRecognition
@@ -36,7 +37,8 @@ from modeling_dig.encoder_initialization import load_pretrained_encoder
 from processing.lmdb_dataset import STRLmdbDataset
 from processing.processing_dig import DiGProcessor
 from processing.synthetic import build_synthetic_benchmark
-from scene_text_training.pretrain import PretrainRecipe, run_pretraining
+from scene_text_training.pretrain import run_pretraining
+from scene_text_training.recipes import Recipe, load_recipe
 
 logger = logging.getLogger("benchmarks.pretrain_effect")
 
@@ -145,6 +147,17 @@ def accuracy(model: DiGForTextRecognition, processor: DiGProcessor, dataset, bat
     return 100.0 * correct / len(dataset)
 
 
+class StepTimes(TrainerCallback):
+    """When each optimiser step ended (perf_counter seconds)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+        return control
+
+
 def seconds_per_step(function, steps: int = 2) -> float:
     start = time.perf_counter()
     function(steps)
@@ -173,30 +186,37 @@ def run(settings: Settings, work_dir: Path) -> dict[str, Any]:
         len(test_lmdb),
     )
 
-    def pretrain_recipe(output: Path, steps: int) -> PretrainRecipe:
-        return PretrainRecipe(
-            output_dir=str(output),
-            train_data=[str(data["train"])],
-            model_preset="reduced",
-            model_config={"encoder": {"patch_size": list(settings.patch_size)}},
+    def pretrain_recipe(output: Path, steps: int) -> Recipe:
+        """The seed's optimiser shape (configs/dig_small_pretrain.yaml) on the reduced ViT, sized for a CPU budget."""
+        return load_recipe(None, [
+            "model.type=dig_pretraining",
+            "model.preset=reduced",
+            f"model.config.encoder.patch_size={list(settings.patch_size)}",
+            f"data.train=[{data['train']}]",
             # Short CPU runs need a larger peak lr than the paper's 1.5e-4 x 1024 / 256: aim at 1e-3.
-            batch_size=settings.pretrain_batch,
-            max_steps=steps,
-            base_lr=1e-3 * 256 / settings.pretrain_batch,
-            warmup_steps=max(1, steps // 10),
-            num_workers=0,
-            save_steps=10**9,
-            eval_steps=max(1, steps),
-            logging_steps=max(1, steps // 10),
-            cpu=True,
-            progress_bar=False,
-            seed=settings.seed,
-            resume=False,
-        )
+            f"optim.base_lr={1e-3 * 256 / settings.pretrain_batch}",
+            f"optim.warmup_steps={max(1, steps // 10)}",
+            "optim.weight_decay=0.1",
+            "optim.no_decay_keywords=[]",
+            "optim.min_lr=1e-5",
+            f"train.output_dir={output}",
+            f"train.per_device_train_batch_size={settings.pretrain_batch}",
+            f"train.max_steps={steps}",
+            "train.dataloader_num_workers=0",
+            "train.save_steps=1000000000",
+            f"train.eval_steps={max(1, steps)}",
+            f"train.logging_steps={max(1, steps // 10)}",
+            "train.use_cpu=true",
+            "train.disable_tqdm=true",
+            "train.report_to=[]",
+            f"train.seed={settings.seed}",
+            "train.resume=null",
+        ])
 
     # Calibrate: time a couple of steps of each phase, then share what is left of the budget.
-    probe = run_pretraining(pretrain_recipe(work_dir / "calibrate", 3)).history
-    pretrain_time = (probe[-1]["seconds"] - probe[0]["seconds"]) / (len(probe) - 1)
+    step_ends = StepTimes()
+    run_pretraining(pretrain_recipe(work_dir / "calibrate", 3), callbacks=[step_ends])
+    pretrain_time = (step_ends.times[-1] - step_ends.times[0]) / (len(step_ends.times) - 1)
     scratch_probe = DiGForTextRecognition(recognizer_config(settings.patch_size))
     finetune_time = seconds_per_step(lambda n: finetune(scratch_probe, processor, labeled, n, settings), 2)
     # 15% of what is left is kept for the two test-set evaluations and start-up costs.

@@ -1,10 +1,9 @@
-"""Checkpoint folders that are either complete or invisible, and the newest complete one for resuming.
+"""The newest complete checkpoint folder, for resuming.
 
 A run killed while saving leaves a half-written folder: later files missing, empty or cut short (the Trainer writes
-`trainer_state.json` last). Our writers therefore fill a temporary sibling folder, fsync it and rename it to its
-final name (`atomic_folder`). Readers still check the files they need (`newest_complete_checkpoint`: present,
-non-empty, JSON that parses), because the Trainer's own saves and folders from older versions or damaged disks
-are not atomic; the newer folders they pass over are logged with the reason.
+`trainer_state.json` last, but not atomically). Readers therefore check the files they need
+(`newest_complete_checkpoint`: present, non-empty, JSON that parses); the newer folders they pass over are logged
+with the reason.
 """
 
 from __future__ import annotations
@@ -13,62 +12,10 @@ import json
 import logging
 import os
 import re
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-
-TEMP_PREFIX = ".incomplete-"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file of `folder` (recursively) and the folders themselves to disk."""
-    for root, _, files in os.walk(folder):
-        for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
-
-
-def temporary_sibling(final: str | os.PathLike) -> Path:
-    """The temporary name `atomic_folder` writes `final` under (same directory, so the rename is atomic)."""
-    final = Path(final)
-    return final.parent / f"{TEMP_PREFIX}{final.name}"
-
-
-def publish_folder(temporary: str | os.PathLike, final: str | os.PathLike) -> Path:
-    """fsync `temporary`, then rename it to `final` (replacing an older `final`)."""
-    temporary, final = Path(temporary), Path(final)
-    fsync_tree(temporary)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _fsync(final.parent)
-    return final
-
-
-@contextmanager
-def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
-    """Yields a fresh temporary folder; on success it becomes `final` in one rename, on error it is removed."""
-    temporary = temporary_sibling(final)
-    if temporary.exists():  # left by a killed writer
-        shutil.rmtree(temporary)
-    temporary.mkdir(parents=True)
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    publish_folder(temporary, final)
 
 
 def incomplete_reason(folder: str | os.PathLike, required_files: Sequence[str | tuple[str, ...]]) -> str | None:
@@ -118,11 +65,7 @@ def newest_complete_checkpoint(
 
 
 __all__ = [
-    "atomic_folder",
-    "fsync_tree",
     "incomplete_reason",
     "newest_complete_checkpoint",
     "numbered_folders",
-    "publish_folder",
-    "temporary_sibling",
 ]

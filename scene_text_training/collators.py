@@ -84,9 +84,10 @@ class SeededAugmentedDataset(torch.utils.data.Dataset):
 
 
 class AugmentationEpochCallback(TrainerCallback):
-    """Tells a `SeededAugmentedDataset` the epoch at each epoch's start (also when a run resumes mid-epoch)."""
+    """Tells a `SeededAugmentedDataset` (or anything with `set_epoch`, such as the DiG pre-training collator) the
+    epoch at each epoch's start (also when a run resumes mid-epoch)."""
 
-    def __init__(self, dataset: SeededAugmentedDataset) -> None:
+    def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -1,37 +1,31 @@
-"""DiG self-supervised pre-training loop on accelerate (CPU, one GPU, DDP, mixed precision, accumulation).
+"""DiG self-supervised pre-training on transformers.Trainer (CPU, one GPU, DDP, mixed precision, accumulation).
 
-The original (`run_mae_pretraining_moco.py` + `engine_for_pretraining_moco.py`) in this shape:
-AdamW (wd 0.1, none on 1-D parameters and biases), lr = base_lr x global batch / 256 with linear warm-up and a
-cosine decay to `min_lr`, MoCo momentum cosine-scheduled from 0.99 to 1 per step, SyncBatchNorm and all-gathered
-keys under DDP. Checkpoints are `accelerator.save_state` folders plus `pretrain_state.json` (step, scheduler,
-momentum: JSON, so resuming unpickles nothing beyond `torch.load(weights_only=True)`), written under a temporary name
-and renamed when complete; a restarted run resumes from the newest complete one at the same step and, thanks to a
-seeded sampler, skipped batches and index-seeded masks/augmentations, with the same data order.
+The original (`run_mae_pretraining_moco.py` + `engine_for_pretraining_moco.py`) in this shape: AdamW (wd 0.1, none
+on 1-D parameters), lr = base_lr x global batch / 256 with linear warm-up and a cosine decay to `min_lr`, MoCo
+momentum cosine-scheduled from 0.99 to 1 per optimiser step, SyncBatchNorm and all-gathered keys under DDP.
+
+It is the fine-tuning stack (scene_text_training/trainer.py: the same `Recipe`, optimiser/scheduler builder,
+`checkpoint-N` folders and resume path) plus what only pre-training has: `DiGPreTrainer` passes the step's momentum
+to the model (one EMA update per optimiser step) and logs the loss parts, `ReconstructionPictureCallback` writes
+what the model reconstructs. A resumed run repeats the uninterrupted one: the Trainer's seeded sampler and batch
+skipping give the same data order, and masks/augmentations are a function of (seed, epoch, image index).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pickle
-import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
 from PIL import Image
-from tqdm.auto import tqdm
-from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
-from modeling_dig.convert_pretraining import weights_only_failure
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import (
@@ -45,89 +39,38 @@ from processing.lmdb_dataset import (
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
 
-from .checkpoints import newest_complete_checkpoint, numbered_folders, publish_folder, temporary_sibling
-from .recipes import _doc
+from .collators import AugmentationEpochCallback
+from .plots import plot_training_curves
+from .reading import IMAGE_SUFFIXES
+from .recipes import Recipe, RecipeError, save_recipe
+from .trainer import CURVES_FILE, RECIPE_FILE, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-CHECKPOINT_PATTERN = r"step_(\d+)"
-STATE_FILE = "pretrain_state.json"
-"""Step, lr-scheduler state and MoCo momentum of a checkpoint, as JSON (never a pickle: nothing runs on resume)."""
-
-
-
-
-@dataclass
-class PretrainRecipe:
-    """Everything `run_pretraining` needs; the defaults are the seed's README pre-training command (8 GPUs x 128).
-
-    Read from YAML by `scene_text_training.recipes.load_recipe(path, overrides, cls=PretrainRecipe)` (`train_ocr pretrain`).
-    """
-
-    output_dir: str = _doc(
-        "folder for checkpoints/, reconstructions/, log.jsonl and final/", default="outputs/dig_pretrain"
-    )
-    train_data: list[str] = _doc(  # noqa: RUF009
-        "unlabeled training images: STR LMDB folders/roots (labels optional, ignored) or image folders",
-        default_factory=list,
-    )
-    model_preset: str = _doc(
-        "DiGPreTrainingConfig preset: vit-small (released), vit-tiny, vit-base, reduced, tiny-test", default="vit-small"
-    )
-    model_config: dict[str, Any] = _doc(  # noqa: RUF009
-        "DiGPreTrainingConfig overrides on top of the preset (an `encoder:` mapping updates the ViT)",
-        default_factory=dict,
-    )
-    init_from: str | None = _doc("start from a saved DiGForPreTraining folder instead of random weights", default=None)
-    batch_size: int = _doc("images per process per micro-batch (the seed: 128 per GPU)", default=128, minimum=1)
-    gradient_accumulation_steps: int = _doc("micro-batches per optimiser step", default=1, minimum=1)
-    epochs: int = _doc("passes over the data (the seed: 10)", default=10, minimum=1)
-    max_steps: int | None = _doc(
-        "stop after this many optimiser steps (overrides epochs for the schedules)", default=None, minimum=1
-    )
-    base_lr: float = _doc("peak lr before scaling: lr = base_lr x global batch / lr_reference_batch", default=1.5e-4)
-    lr_reference_batch: int = _doc("reference batch of the linear lr scaling rule", default=256, minimum=1)
-    min_lr: float = _doc("final lr of the cosine decay", default=1e-5)
-    warmup_steps: int = _doc("linear warm-up steps from 0 to the peak lr (the seed: 5000)", default=5000, minimum=0)
-    weight_decay: float = _doc("AdamW weight decay (not applied to 1-D parameters and biases)", default=0.1)
-    adam_betas: tuple[float, float] = _doc("AdamW betas", default=(0.9, 0.999))
-    adam_eps: float = _doc("AdamW epsilon", default=1e-8)
-    max_grad_norm: float | None = _doc("gradient clipping (the seed: none)", default=None)
-    momentum_cosine: bool = _doc(
-        "cosine-schedule the MoCo momentum from config.momentum to 1 (the seed: on)", default=True
-    )
-    mixed_precision: str = _doc("'no', 'fp16' or 'bf16' (the original trained under fp16 autocast)", default="no")
-    cpu: bool = _doc("force CPU even when a GPU is visible", default=False)
-    seed: int = _doc("seed of weights, sampler order, masks and augmentations", default=0)
-    num_workers: int = _doc("DataLoader workers per process", default=2, minimum=0)
-    image_check: str = _doc("bad-image screening of LMDB records at start-up: none / header / full", default="header")
-    max_train_samples: int | None = _doc("use only the first N images (debugging)", default=None, minimum=1)
-    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2, minimum=0)
-    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5, minimum=0)
-    logging_steps: int = _doc("log losses every N optimiser steps", default=50, minimum=1)
-    save_steps: int = _doc(
-        "save a resumable checkpoint every N optimiser steps (and at the end)", default=2000, minimum=1
-    )
-    save_total_limit: int | None = _doc("keep only the newest N checkpoints", default=2, minimum=1)
-    eval_steps: int = _doc(
-        "write a reconstruction picture every N optimiser steps (and at the end)", default=2000, minimum=1
-    )
-    num_visualize: int = _doc("samples in each reconstruction picture", default=4, minimum=1)
-    resume: bool = _doc("continue from the newest checkpoint in output_dir/checkpoints if there is one", default=True)
-    progress_bar: bool = _doc("show a tqdm progress bar on the main process", default=True)
+MODEL_TYPE = "dig_pretraining"
+FINAL_DIR = "final"
+"""The pre-trained model's folder under train.output_dir (what `model.init_from` of fine-tuning points at)."""
+RECONSTRUCTIONS_DIR = "reconstructions"
+LOSS_PARTS = ("mim_loss", "contrastive_loss", "contrastive_accuracy")
 
 
 @dataclass
 class PretrainResult:
-    """What a run did: steps, the per-step mean losses of this run, where the model went."""
+    """What a run did: steps, the Trainer's log history, where the model and the pictures went."""
 
+    output_dir: Path
     global_step: int
-    total_steps: int
-    resumed_from_step: int
-    history: list[dict[str, float]]
-    final_model_dir: str | None
+    max_steps: int
+    resumed_from: str | None
+    train_loss: float
+    log_history: list[dict[str, Any]]
+    final_model_dir: Path
     reconstruction_images: list[str]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The training-loss log entries (loss, the loss parts, momentum, learning_rate, step, epoch)."""
+        return [entry for entry in self.log_history if "mim_loss" in entry]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -144,7 +87,7 @@ class PretrainImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths: Sequence[str | os.PathLike], image_check: str = "header", max_samples: int | None = None):
         if not paths:
-            raise ValueError("no pre-training data: set train_data to LMDB folders/roots or image folders")
+            raise ValueError("no pre-training data: set data.train to LMDB folders/roots or image folders")
         # py-lmdb hands a re-opened path the closed handle of an earlier `with`: keep one open handle per LMDB.
         self._envs: dict[int, Any] = {}
         self._pid = os.getpid()
@@ -171,7 +114,7 @@ class PretrainImageDataset(torch.utils.data.Dataset):
             )
             if not files:
                 raise FileNotFoundError(
-                    f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(IMAGE_SUFFIXES)})"
+                    f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
             for file in files:
                 self.sources.append(("file", file))
@@ -225,96 +168,42 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         return {"image": image, "index": item}
 
 
-def build_collator(config: DiGPreTrainingConfig, recipe: PretrainRecipe) -> DiGPretrainingCollator:
+def build_collator(config: DiGPreTrainingConfig, recipe: Recipe) -> DiGPretrainingCollator:
+    """Two views and a mask per image, seeded by (train.seed, epoch, image index)."""
     views = DiGPretrainingViews(
         config.encoder.image_size,
-        recipe.min_augmentations,
-        recipe.max_augmentations,
+        recipe.pretrain.min_augmentations,
+        recipe.pretrain.max_augmentations,
         mean=config.image_mean,
         std=config.image_std,
     )
     return DiGPretrainingCollator(
-        views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.seed
+        views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.train.seed
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Model, optimiser, schedules
-# ----------------------------------------------------------------------------------------------------------------
+def check_pretraining_recipe(recipe: Recipe, needs_data: bool = True) -> None:
+    """Refuse the settings pre-training would otherwise ignore silently."""
+    if recipe.model.type != MODEL_TYPE:
+        raise RecipeError(f"model.type: pre-training trains {MODEL_TYPE!r}, got {recipe.model.type!r}")
+    if recipe.data.val or recipe.data.synthetic is not None or recipe.data.augment != "none":
+        raise RecipeError(
+            "data.val / data.synthetic / data.augment do not apply to pre-training (its views are set in the "
+            "pretrain section); leave them unset"
+        )
+    if needs_data and not recipe.data.train:
+        raise RecipeError("data.train is empty: give unlabeled LMDB folders/roots or image folders")
 
 
-def build_pretraining_config(recipe: PretrainRecipe) -> DiGPreTrainingConfig:
+def build_pretraining_config(recipe: Recipe) -> DiGPreTrainingConfig:
+    """DiGPreTrainingConfig from model.preset (null = the config defaults) and model.config (typos are errors)."""
     from .models import check_config_keys
 
-    check_config_keys(DiGPreTrainingConfig, dict(recipe.model_config), "model_config")
-    return DiGPreTrainingConfig.from_preset(recipe.model_preset, **dict(recipe.model_config))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """The original's rule: no weight decay on 1-D parameters and biases; momentum copies are not optimised."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def checkpoint_files(num_processes: int) -> list[str]:
-    """What a complete checkpoint folder holds (accelerate's model/optimizer/RNG files and our state JSON)."""
-    return ["model.safetensors", "optimizer.bin", STATE_FILE, *(f"random_states_{i}.pkl" for i in range(num_processes))]
-
-
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    return numbered_folders(folder, CHECKPOINT_PATTERN)
-
-
-def _accelerate_safe_globals() -> list[Any]:
-    from accelerate.utils.other import TORCH_SAFE_GLOBALS
-
-    return list(TORCH_SAFE_GLOBALS)
-
-
-def check_checkpoint_files(folder: Path, names: Sequence[str]) -> None:
-    """Refuse a checkpoint that carries a pickle accelerate would load without restrictions
-    (`custom_checkpoint_*.pkl`), or whose listed files `torch.load(weights_only=True)` refuses."""
-    for custom in sorted(folder.glob("custom_checkpoint_*.pkl")):
-        raise ValueError(
-            f"{custom}: refusing to resume from a checkpoint with accelerate custom-object pickles (they are loaded "
-            f"with weights_only=False, i.e. they can run code); this version keeps that state in {STATE_FILE}. "
-            "Delete the folder or set resume=false."
-        )
-    for name in names:
-        file = folder / name
-        try:
-            with torch.serialization.safe_globals(_accelerate_safe_globals()):
-                torch.load(file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-            raise ValueError(
-                f"{file}: refused by torch.load(weights_only=True) ({weights_only_failure(error)}); not resuming "
-                "from a checkpoint that needs arbitrary unpickling"
-            ) from error
-
-
-def read_training_state(folder: Path) -> dict[str, Any]:
-    path = folder / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-        int(state["step"]), dict(state["scheduler"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid pre-training state file ({error})") from error
-    return state
-
-
-def _first_unsafe_file(folder: Path) -> Path | None:
-    """The first pickle file of `folder` that `torch.load(weights_only=True)` refuses (for error messages)."""
-    for file in sorted(folder.iterdir()):
-        if file.suffix in (".bin", ".pkl", ".pt"):
-            try:
-                check_checkpoint_files(folder, [file.name])
-            except ValueError:
-                return file
-    return None
+    values = dict(recipe.model.config)
+    check_config_keys(DiGPreTrainingConfig, values, "model.config")
+    if recipe.model.preset is None:
+        return DiGPreTrainingConfig(**values)
+    return DiGPreTrainingConfig.from_preset(recipe.model.preset, **values)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -356,231 +245,178 @@ def reconstruction_picture(model: DiGForPreTraining, batch: dict[str, torch.Tens
     return picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------------------------------
+class ReconstructionPictureCallback(TrainerCallback):
+    """Writes `reconstruction_picture` of a fixed batch every `interval` optimiser steps (None: at each epoch's end;
+    0: never) and at the end of training, from the main process, as reconstructions/step_NNNNNNNN.png."""
 
+    def __init__(self, batch: dict[str, torch.Tensor], folder: Path, interval: int | None) -> None:
+        self.batch, self.folder, self.interval = batch, folder, interval
+        self.paths: list[str] = []
 
-def run_pretraining(recipe: PretrainRecipe, dataset: torch.utils.data.Dataset | None = None) -> PretrainResult:
-    """Pre-train (or resume pre-training) DiG as the recipe says; returns what happened.
-
-    `dataset` (items `{"image", "index"}`) overrides `recipe.train_data` (tests, benchmarks).
-    """
-    output_dir = Path(recipe.output_dir)
-    accelerator = Accelerator(
-        cpu=recipe.cpu,
-        mixed_precision=recipe.mixed_precision,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
-    )
-    set_seed(recipe.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2, default=str))
-
-    config = build_pretraining_config(recipe)
-    if recipe.init_from:
-        model = DiGForPreTraining.from_pretrained(recipe.init_from)
-        config = model.config
-    else:
-        model = DiGForPreTraining(config)
-    if accelerator.num_processes > 1:
-        model.convert_sync_batchnorm(accelerator.device.type)
-
-    if dataset is None:
-        dataset = PretrainImageDataset(recipe.train_data, recipe.image_check, recipe.max_train_samples)
-    collator = build_collator(config, recipe)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    dataloader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=recipe.batch_size,
-        sampler=torch.utils.data.RandomSampler(dataset, generator=generator),
-        collate_fn=collator,
-        num_workers=recipe.num_workers,
-        drop_last=True,
-    )
-    total_batch = recipe.batch_size * accelerator.num_processes * recipe.gradient_accumulation_steps
-    peak_lr = recipe.base_lr * total_batch / recipe.lr_reference_batch
-    optimizer = torch.optim.AdamW(
-        param_groups(model, recipe.weight_decay), lr=peak_lr, betas=tuple(recipe.adam_betas), eps=recipe.adam_eps
-    )
-    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
-    steps_per_epoch = len(dataloader) // recipe.gradient_accumulation_steps
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(dataset)} images give no full batch of {recipe.batch_size} x {accelerator.num_processes} processes "
-            f"x {recipe.gradient_accumulation_steps} accumulation steps; lower batch_size or add data"
-        )
-    total_steps = recipe.max_steps if recipe.max_steps is not None else recipe.epochs * steps_per_epoch
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, min(recipe.warmup_steps, total_steps), total_steps, min_lr=recipe.min_lr
-    )
-    # The scheduler is not registered with accelerate (that would pickle it into custom_checkpoint_0.pkl, which
-    # accelerate unpickles without restrictions): its state goes into STATE_FILE as JSON.
-    unwrapped: DiGForPreTraining = accelerator.unwrap_model(model)
-    base_momentum = unwrapped.config.momentum
-    if accelerator.is_main_process:
-        logger.info(
-            "pre-training %s: %d images, global batch %d, peak lr %.3g, %d steps (%d per epoch), %d processes",
-            recipe.model_preset,
-            len(dataset),
-            total_batch,
-            peak_lr,
-            total_steps,
-            steps_per_epoch,
-            accelerator.num_processes,
-        )
-
-    checkpoint_dir = output_dir / "checkpoints"
-    start_step = 0
-    required = checkpoint_files(accelerator.num_processes)
-    latest = newest_complete_checkpoint(checkpoint_dir, required, CHECKPOINT_PATTERN) if recipe.resume else None
-    if latest is not None:
-        state = read_training_state(latest)
-        check_checkpoint_files(latest, [f"random_states_{accelerator.process_index}.pkl"])
-        try:
-            accelerator.load_state(str(latest))  # model: safetensors; optimizer, RNG: torch.load(weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError) as error:
-            unsafe = _first_unsafe_file(latest)
-            raise ValueError(f"{unsafe or latest}: cannot resume from this checkpoint ({error})") from error
-        scheduler.load_state_dict(state["scheduler"])
-        start_step = int(state["step"])
-        logger.info("resumed from %s (step %d)", latest, start_step)
-
-    # A fixed batch for the reconstruction pictures (first images, epoch-0 masks).
-    visual_batch = collator([dataset[i] for i in range(min(recipe.num_visualize, len(dataset)))])
-    pictures: list[str] = []
-    history: list[dict[str, float]] = []
-    log_path = output_dir / "log.jsonl"
-    global_step = start_step
-    progress = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc="pre-training",
-        disable=not (recipe.progress_bar and accelerator.is_local_main_process),
-    )
-
-    def save_checkpoint() -> None:
-        """Written under a temporary name, fsynced, then renamed: a kill -9 never leaves a half-written step_N."""
-        final = checkpoint_dir / f"step_{global_step:08d}"
-        temporary = temporary_sibling(final)
-        if accelerator.is_main_process and temporary.exists():  # left by a killed run
-            shutil.rmtree(temporary)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))
-        if accelerator.is_main_process:
-            next_momentum = (
-                momentum_schedule(global_step, total_steps, base_momentum) if recipe.momentum_cosine else base_momentum
-            )  # a function of the step, stored for inspection
-            state = {"step": global_step, "scheduler": scheduler.state_dict(), "momentum": next_momentum}
-            (temporary / STATE_FILE).write_text(json.dumps(state, indent=1))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            publish_folder(temporary, final)
-            if recipe.save_total_limit:
-                for _, old in _checkpoints(checkpoint_dir)[: -recipe.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
-    def save_picture() -> None:
-        if not accelerator.is_main_process:
+    def _write(self, state: Any, model: DiGForPreTraining) -> None:
+        path = self.folder / f"step_{state.global_step:08d}.png"
+        if not state.is_world_process_zero or str(path) in self.paths:
             return
-        was_training = unwrapped.training
-        unwrapped.eval()
-        batch = {k: v.to(accelerator.device) for k, v in visual_batch.items()}
-        folder = output_dir / "reconstructions"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{global_step:08d}.png"
-        reconstruction_picture(unwrapped, batch).save(path)
-        pictures.append(str(path))
-        unwrapped.train(was_training)
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        self.folder.mkdir(parents=True, exist_ok=True)
+        reconstruction_picture(model, {k: v.to(device) for k, v in self.batch.items()}).save(path)
+        self.paths.append(str(path))
+        model.train(was_training)
 
-    model.train()
-    loop_start = time.perf_counter()
-    epoch = start_step // steps_per_epoch
-    while global_step < total_steps:
-        collator.set_epoch(epoch)
-        dataloader.set_epoch(epoch)
-        skip = (global_step - epoch * steps_per_epoch) * recipe.gradient_accumulation_steps
-        epoch_loader = accelerator.skip_first_batches(dataloader, skip) if skip > 0 else dataloader
-        micro_step = 0
-        sums: dict[str, float] = {}
-        for batch in epoch_loader:
-            with accelerator.accumulate(model):
-                # One EMA update per optimiser step: online weights do not change between micro-batches.
-                first_micro_batch = micro_step % recipe.gradient_accumulation_steps == 0
-                if first_micro_batch and recipe.momentum_cosine:
-                    momentum = momentum_schedule(global_step, total_steps, base_momentum)
-                elif first_micro_batch:
-                    momentum = base_momentum
-                else:
-                    momentum = 1.0
-                output = model(**batch, momentum=momentum)
-                loss = output.loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {global_step}: lower the lr or use fp32")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and recipe.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            micro_step += 1
-            parts = torch.stack(
-                [
-                    output.loss.detach(),
-                    output.mim_loss.detach(),
-                    output.contrastive_loss.detach(),
-                    output.contrastive_accuracy.detach(),
-                ]
-            )
-            parts = accelerator.gather(parts.unsqueeze(0)).mean(0)
-            for key, value in zip(("loss", "mim_loss", "contrastive_loss", "contrastive_accuracy"), parts.tolist()):
-                sums[key] = sums.get(key, 0.0) + value / recipe.gradient_accumulation_steps
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            global_step += 1
-            record = {
-                "step": global_step,
-                "epoch": epoch,
-                "lr": scheduler.get_last_lr()[0],
-                "momentum": momentum,
-                "seconds": time.perf_counter() - loop_start,
-                **sums,
-            }
-            sums = {}
-            history.append(record)
-            progress.update(1)
-            progress.set_postfix(loss=f"{record['loss']:.4f}")
-            if accelerator.is_main_process and (global_step % recipe.logging_steps == 0 or global_step == total_steps):
-                logger.info("step %d: %s", global_step, {k: round(v, 5) for k, v in record.items() if k != "step"})
-                with log_path.open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            if global_step % recipe.eval_steps == 0 or global_step == total_steps:
-                save_picture()
-            if global_step % recipe.save_steps == 0 or global_step == total_steps:
-                save_checkpoint()
-            if global_step >= total_steps:
-                break
-        epoch += 1
-    progress.close()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.interval == 0:
+            return control
+        if state.global_step >= state.max_steps or (self.interval and state.global_step % self.interval == 0):
+            self._write(state, model)
+        return control
 
-    final_dir = None
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        final_dir = str(output_dir / "final")
-        unwrapped.save_pretrained(final_dir)
-    accelerator.end_training()
-    return PretrainResult(global_step, total_steps, start_step, history, final_dir, pictures)
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.interval is None:
+            self._write(state, model)
+        return control
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Trainer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class DiGPreTrainer(RecipeOptimizerMixin, Trainer):
+    """Trainer over DiGForPreTraining: the MoCo momentum of each optimiser step goes into the forward, and the loss
+    parts (MIM, contrastive, contrastive accuracy) and the momentum join the Trainer's loss logs."""
+
+    def __init__(self, *args: Any, momentum_cosine: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.momentum_cosine = momentum_cosine
+        # The forward's **kwargs are transformers' output-capture flags, not a loss normaliser: the loss is a
+        # per-micro-batch mean, which the Trainer divides by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._momentum_step: int | None = None
+        self._momentum: float | None = None
+        self._part_sums: torch.Tensor | None = None
+        self._part_count = 0
+
+    def step_momentum(self) -> float:
+        """The EMA momentum for the next micro-batch: the schedule's value at the current optimiser step for its
+        first micro-batch, 1.0 (no update) for the others, so the momentum branch moves once per optimiser step
+        (the online weights do not change between micro-batches)."""
+        step = self.state.global_step
+        if step == self._momentum_step:
+            return 1.0
+        self._momentum_step = step
+        base = self.model.config.momentum
+        self._momentum = momentum_schedule(step, self.state.max_steps, base) if self.momentum_cosine else base
+        return self._momentum
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        outputs = model(**inputs, momentum=self.step_momentum() if model.training else 1.0)
+        loss = outputs.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.state.global_step}: lower the lr or use fp32")
+        if model.training:
+            parts = torch.stack([getattr(outputs, name).detach().float() for name in LOSS_PARTS])
+            self._part_sums = parts if self._part_sums is None else self._part_sums + parts
+            self._part_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Every process logs the training loss at the same steps: the all-reduce below is matched on all of them.
+        if "loss" in logs and self._part_count:
+            means = self.accelerator.reduce(self._part_sums / self._part_count, reduction="mean")
+            logs.update(zip(LOSS_PARTS, means.tolist()))
+            logs["momentum"] = self._momentum
+            self._part_sums, self._part_count = None, 0
+        super().log(logs, start_time)
+
+
+def pretraining_arguments(recipe: Recipe) -> TrainingArguments:
+    """The shared Trainer arguments, with full batches only (the contrastive loss pairs the processes' keys)."""
+    return TrainingArguments(**trainer_arguments(recipe, has_validation=False), dataloader_drop_last=True)
+
+
+def run_pretraining(
+    recipe: Recipe, dataset: torch.utils.data.Dataset | None = None, callbacks: list[Any] | None = None
+) -> PretrainResult:
+    """Pre-train (or resume pre-training) DiG as the recipe says; saves the model to train.output_dir/final.
+
+    `dataset` (items `{"image", "index"}`) overrides `recipe.data.train` (tests, benchmarks); `callbacks`: extra
+    `transformers.TrainerCallback`s.
+    """
+    check_pretraining_recipe(recipe, needs_data=dataset is None)
+    output_dir = Path(recipe.train.output_dir)
+    args = pretraining_arguments(recipe)
+    if args.process_index == 0:
+        save_recipe(recipe, output_dir / RECIPE_FILE)
+    set_seed(recipe.train.seed)
+    if recipe.model.init_from:
+        model = DiGForPreTraining.from_pretrained(recipe.model.init_from)
+    else:
+        model = DiGForPreTraining(build_pretraining_config(recipe))
+    if args.world_size > 1:
+        model.convert_sync_batchnorm(args.device.type)
+    if dataset is None:
+        with args.main_process_first(desc="reading pre-training data"):
+            dataset = PretrainImageDataset(recipe.data.train, recipe.pretrain.image_check, recipe.data.max_train_samples)
+    per_step = args.per_device_train_batch_size * args.world_size
+    if len(dataset) // per_step < args.gradient_accumulation_steps:
+        raise ValueError(
+            f"{len(dataset)} images give no full optimiser step of {args.per_device_train_batch_size} x "
+            f"{args.world_size} processes x {args.gradient_accumulation_steps} accumulation steps; lower "
+            "train.per_device_train_batch_size or add data"
+        )
+    collator = build_collator(model.config, recipe)
+    # Fixed pictures: the first images with their epoch-0 masks.
+    shown = collator([dataset[i] for i in range(min(recipe.pretrain.num_visualize, len(dataset)))])
+    pictures = ReconstructionPictureCallback(shown, output_dir / RECONSTRUCTIONS_DIR, recipe.train.eval_steps)
+    trainer = DiGPreTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        optim_recipe=recipe.optim,
+        model_type=MODEL_TYPE,
+        momentum_cosine=recipe.pretrain.momentum_cosine,
+        callbacks=[AugmentationEpochCallback(collator), pictures, *(callbacks or [])],
+    )
+    logger.info(
+        "pre-training %s: %d images, global batch %d, peak lr %.3g, %d processes", recipe.model.preset,
+        len(dataset), trainer.total_train_batch_size, trainer.peak_learning_rate, args.world_size,
+    )
+    checkpoint = resolve_resume(recipe.train.resume, output_dir)
+    log_resume(checkpoint, recipe)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    final_dir = output_dir / FINAL_DIR
+    trainer.save_model(str(final_dir))
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        plot_training_curves(trainer.state.log_history, output_dir / CURVES_FILE, title=recipe.name)
+    return PretrainResult(
+        output_dir=output_dir,
+        global_step=trainer.state.global_step,
+        max_steps=trainer.state.max_steps,
+        resumed_from=checkpoint,
+        train_loss=train_output.training_loss,
+        log_history=trainer.state.log_history,
+        final_model_dir=final_dir,
+        reconstruction_images=pictures.paths,
+    )
 
 
 __all__ = [
+    "DiGPreTrainer",
     "PretrainImageDataset",
-    "PretrainRecipe",
     "PretrainResult",
+    "ReconstructionPictureCallback",
     "build_collator",
     "build_pretraining_config",
-    "param_groups",
+    "check_pretraining_recipe",
+    "pretraining_arguments",
     "reconstruction_picture",
     "run_pretraining",
 ]

@@ -1,7 +1,7 @@
 """Recipes: one YAML file per scene_text_training/evaluation setup, read into typed dataclasses.
 
 A recipe file mirrors the dataclasses below section by section (`model`, `data`, `optim`, `train`,
-`evaluate`). Command-line overrides use dotted keys (`optim.base_lr=3e-4`, `model.config.hidden_size=96`);
+`evaluate`, `pretrain`); fine-tuning and DiG pre-training read the same schema. Command-line overrides use dotted keys (`optim.base_lr=3e-4`, `model.config.hidden_size=96`);
 values are parsed as YAML, so `null`, numbers, booleans and `[a, b]` lists work. Unknown keys are an error
 that names the key and lists the valid ones, so a typo never silently trains with a default.
 """
@@ -32,7 +32,11 @@ def _doc(help_text: str, minimum: float | None = None, **kwargs: Any) -> Any:
 class ModelRecipe:
     """Which recognizer to build and where its initial weights come from."""
 
-    type: str = _doc("model family: 'dig', 'clip4str' or 'str_adapter' (CLIP4STR + Adapter)", default="dig")
+    type: str = _doc(
+        "model family: 'dig', 'clip4str' or 'str_adapter' (CLIP4STR + Adapter); 'dig_pretraining' for "
+        "`train_ocr pretrain` (DiGPreTrainingConfig presets: vit-small, vit-tiny, vit-base, reduced, tiny-test)",
+        default="dig",
+    )
     preset: str | None = _doc(
         "named architecture of the config class (DiG: vit-tiny / vit-small / vit-base / tiny-test; "
         "CLIP4STR / str_adapter: see CLIP4STRConfig / STRAdapterConfig presets); null = the config class defaults",
@@ -45,7 +49,8 @@ class ModelRecipe:
     )
     init_from: str | None = _doc(
         "initial weights: a saved HF model folder, a DiG pre-training folder or .pth checkpoint (encoder only), "
-        "or for CLIP4STR / str_adapter a CLIP weight file (OpenAI .pt or open_clip state dict); null = random init",
+        "or for CLIP4STR / str_adapter a CLIP weight file (OpenAI .pt or open_clip state dict); for "
+        "dig_pretraining a saved DiGForPreTraining folder; null = random init",
         default=None,
     )
     trust_remote_code: bool = _doc(
@@ -77,7 +82,10 @@ class SyntheticRecipe:
 class DataRecipe:
     """Training/validation data: STR LMDBs (every **/data.mdb under each path is used)."""
 
-    train: list[str] = _doc("training LMDB roots or LMDB folders", default_factory=list)
+    train: list[str] = _doc(
+        "training LMDB roots or LMDB folders (pre-training: also image folders; labels are ignored)",
+        default_factory=list,
+    )
     val: list[str] = _doc("validation LMDB roots or LMDB folders (accuracy during training)", default_factory=list)
     augment: str = _doc("training augmentation: 'dig' (ABINet-style), 'parseq' (RandAugment) or 'none'", default="none")
     max_label_length: int | None = _doc(
@@ -143,7 +151,11 @@ class TrainRecipe:
     max_steps: int = _doc("optimiser steps; -1 = use num_train_epochs", default=-1)
     mixed_precision: str = _doc("'no', 'bf16' or 'fp16' (GPU only; ignored on CPU)", default="no")
     logging_steps: int = _doc("log the loss every N steps", default=50, minimum=1)
-    eval_steps: int | None = _doc("validate every N steps; null = once per epoch; 0 = never", default=None, minimum=0)
+    eval_steps: int | None = _doc(
+        "validate (pre-training: write a reconstruction picture) every N steps; null = once per epoch; 0 = never",
+        default=None,
+        minimum=0,
+    )
     save_steps: int | None = _doc("checkpoint every N steps; null = once per epoch", default=None, minimum=1)
     save_total_limit: int | None = _doc("keep only the last N checkpoints", default=3, minimum=1)
     report_to: list[str] = _doc("logging integrations (tensorboard, wandb, ...); [] = console only",
@@ -181,6 +193,22 @@ class EvaluateRecipe:
 
 
 @dataclass
+class PretrainRecipe:
+    """What only DiG self-supervised pre-training has (`train_ocr pretrain`; ignored by fine-tuning)."""
+
+    momentum_cosine: bool = _doc(
+        "cosine-schedule the MoCo momentum per optimiser step from model.config.momentum to 1 (the seed: on)",
+        default=True,
+    )
+    min_augmentations: int = _doc("fewest random corruptions of the augmented view", default=2, minimum=0)
+    max_augmentations: int = _doc("most random corruptions of the augmented view", default=5, minimum=0)
+    num_visualize: int = _doc(
+        "samples in each reconstruction picture (written every train.eval_steps and at the end)", default=4, minimum=1
+    )
+    image_check: str = _doc("bad-image screening of LMDB records at start-up: none / header / full", default="header")
+
+
+@dataclass
 class Recipe:
     """A whole recipe file."""
 
@@ -190,6 +218,7 @@ class Recipe:
     optim: OptimRecipe = _doc("optimiser section", default_factory=OptimRecipe)
     train: TrainRecipe = _doc("trainer section", default_factory=TrainRecipe)
     evaluate: EvaluateRecipe = _doc("evaluation section", default_factory=EvaluateRecipe)
+    pretrain: PretrainRecipe = _doc("DiG pre-training section", default_factory=PretrainRecipe)
 
 
 class RecipeError(ValueError):

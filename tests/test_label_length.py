@@ -17,7 +17,7 @@ from scene_text_training.models import build_config, build_processor, data_max_l
 from scene_text_training.recipes import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRETRAIN_CONFIGS = {"dig_small_pretrain.yaml", "quickstart_dig_pretrain.yaml"}  # PretrainRecipe: no labels
+PRETRAIN_CONFIGS = {"dig_small_pretrain.yaml", "quickstart_dig_pretrain.yaml"}  # model.type dig_pretraining: no labels
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in PRETRAIN_CONFIGS)
 
 

@@ -210,7 +210,7 @@ def test_resume_continues_at_the_right_step_with_the_same_losses(synth, tmp_path
 
 
 def test_resume_rejects_a_missing_checkpoint(tmp_path):
-    from scene_text_training.finetune import resolve_resume
+    from scene_text_training.trainer import resolve_resume
 
     assert resolve_resume("auto", tmp_path / "none-yet") is None
     assert resolve_resume(None, tmp_path) is None
@@ -227,7 +227,7 @@ def _fake_checkpoint(folder: Path, step: int) -> Path:
 
 
 def test_resume_auto_skips_checkpoints_left_incomplete_by_a_killed_save(tmp_path, caplog):
-    from scene_text_training.finetune import resolve_resume
+    from scene_text_training.trainer import resolve_resume
 
     _fake_checkpoint(tmp_path / "checkpoint-2", 2)
     (_fake_checkpoint(tmp_path / "checkpoint-4", 4) / "trainer_state.json").write_text("")  # killed while writing it
@@ -266,17 +266,26 @@ def test_help_documents_every_subcommand_and_recipe_key(capsys):
 
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
     from scene_text_training import pretrain
+    from scene_text_training.recipes import Recipe
 
     seen = {}
-    monkeypatch.setattr(pretrain, "run_pretraining", lambda recipe: seen.setdefault("recipe", recipe))
+
+    def fake_run(recipe):
+        seen["recipe"] = recipe
+        return pretrain.PretrainResult(tmp_path, 1, 1, None, 0.5, [], tmp_path / "final", [])
+
+    monkeypatch.setattr(pretrain, "run_pretraining", fake_run)
     config = tmp_path / "pretrain.yaml"
-    config.write_text("train_data: [/data/unlabeled]\nbatch_size: 128\nadam_betas: [0.9, 0.999]\n")
-    assert train_ocr.main(["pretrain", "--config", str(config), f"output_dir={tmp_path}", "batch_size=8"]) == 0
+    config.write_text("model: {type: dig_pretraining}\ndata: {train: [/data/unlabeled]}\n"
+                      "train: {per_device_train_batch_size: 128}\noptim: {betas: [0.9, 0.999]}\n")
+    assert train_ocr.main(["pretrain", "--config", str(config), f"train.output_dir={tmp_path}",
+                           "train.per_device_train_batch_size=8", "pretrain.momentum_cosine=false"]) == 0
     recipe = seen["recipe"]
-    assert isinstance(recipe, pretrain.PretrainRecipe)
-    assert (recipe.output_dir, recipe.batch_size, recipe.train_data, recipe.adam_betas) == (
-        str(tmp_path), 8, ["/data/unlabeled"], (0.9, 0.999))
-    assert train_ocr.main(["pretrain", "--config", str(config), "batch=8"]) == 2  # unknown key: clear error
+    assert isinstance(recipe, Recipe) and recipe.model.type == "dig_pretraining"
+    assert (recipe.train.output_dir, recipe.train.per_device_train_batch_size, recipe.data.train) == (
+        str(tmp_path), 8, ["/data/unlabeled"])
+    assert (recipe.optim.betas, recipe.pretrain.momentum_cosine) == ([0.9, 0.999], False)
+    assert train_ocr.main(["pretrain", "--config", str(config), "train.batch=8"]) == 2  # unknown key: clear error
 
 
 def test_init_from_a_saved_folder_continues_from_its_weights(trained):

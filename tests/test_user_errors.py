@@ -48,9 +48,9 @@ def test_recipe_numbers_have_minimums(override):
 
 def test_pretrain_recipe_numbers_have_minimums(tmp_path, capsys):
     config = tmp_path / "pretrain.yaml"
-    config.write_text("train_data: [/data/unlabeled]\n")
-    assert train_ocr.main(["pretrain", "--config", str(config), "save_steps=0"]) == 2
-    assert "save_steps: must be >= 1, got 0" in capsys.readouterr().err
+    config.write_text("model: {type: dig_pretraining}\ndata: {train: [/data/unlabeled]}\n")
+    assert train_ocr.main(["pretrain", "--config", str(config), "pretrain.num_visualize=0"]) == 2
+    assert "pretrain.num_visualize: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_files_in_one_line(tmp_path, capsys):
