@@ -1,8 +1,9 @@
-"""The newest complete checkpoint folder, for resuming.
+"""Checkpoint folders that are either complete or invisible, and the newest complete one for resuming.
 
-A run killed while saving leaves a half-written folder: later files missing, empty or cut short (the Trainer writes
-`trainer_state.json` last, but not atomically). Readers therefore check the files they need
-(`newest_complete_checkpoint`: present, non-empty, JSON that parses); the newer folders they pass over are logged
+Our trainers write each `checkpoint-N` under a temporary dot-name and rename it when every file is on disk
+(`publish_folder`, used by `trainer.AtomicCheckpointMixin`), so a kill during a save leaves no `checkpoint-N` behind.
+Readers still check the files they need (`newest_complete_checkpoint`: present, non-empty, JSON that parses), because
+folders from older versions, other tools or damaged disks are not atomic; the newer folders they pass over are logged
 with the reason.
 """
 
@@ -12,10 +13,37 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+TEMP_PREFIX = ".incomplete-"
+"""Prefix of a folder being written; readers never enter dot-folders."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_folder(temporary: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """fsync every file of `temporary`, then rename it to `final` (replacing an older `final`) in one step."""
+    temporary, final = Path(temporary), Path(final)
+    for root, _, files in os.walk(temporary):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    _fsync(final.parent)
+    return final
 
 
 def incomplete_reason(folder: str | os.PathLike, required_files: Sequence[str | tuple[str, ...]]) -> str | None:
@@ -65,6 +93,8 @@ def newest_complete_checkpoint(
 
 
 __all__ = [
+    "TEMP_PREFIX",
+    "publish_folder",
     "incomplete_reason",
     "newest_complete_checkpoint",
     "numbered_folders",

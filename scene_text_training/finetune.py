@@ -25,11 +25,11 @@ from .families import family
 from .models import build_model, data_max_label_length
 from .plots import plot_training_curves
 from .recipes import Recipe, save_recipe
-from .trainer import CURVES_FILE, RECIPE_FILE, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
+from .trainer import CURVES_FILE, RECIPE_FILE, AtomicCheckpointMixin, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
-class SceneTextTrainer(RecipeOptimizerMixin, Seq2SeqTrainer):
+class SceneTextTrainer(AtomicCheckpointMixin, RecipeOptimizerMixin, Seq2SeqTrainer):
     """Seq2SeqTrainer with the originals' optimiser/schedule and a generate-only prediction step."""
 
     def prediction_step(

@@ -43,7 +43,7 @@ from .collators import AugmentationEpochCallback
 from .plots import plot_training_curves
 from .reading import IMAGE_SUFFIXES
 from .recipes import Recipe, RecipeError, save_recipe
-from .trainer import CURVES_FILE, RECIPE_FILE, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
+from .trainer import CURVES_FILE, RECIPE_FILE, AtomicCheckpointMixin, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class ReconstructionPictureCallback(TrainerCallback):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class DiGPreTrainer(RecipeOptimizerMixin, Trainer):
+class DiGPreTrainer(AtomicCheckpointMixin, RecipeOptimizerMixin, Trainer):
     """Trainer over DiGForPreTraining: the MoCo momentum of each optimiser step goes into the forward, and the loss
     parts (MIM, contrastive, contrastive accuracy) and the momentum join the Trainer's loss logs."""
 

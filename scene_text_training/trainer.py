@@ -3,19 +3,21 @@
 Both get their Trainer arguments from the recipe's `train` section, their optimiser and schedule from its `optim`
 section (scene_text_training/optim.py), and the same checkpoints: the Trainer's `checkpoint-N` folders (weights as
 safetensors; optimizer, scheduler and RNG states read back with `torch.load(weights_only=True)`; `trainer_state.json`
-written last), resumed through `resolve_resume`, which skips folders left incomplete by a killed save.
+written last), published atomically (`AtomicCheckpointMixin`) and resumed through `resolve_resume`, which also
+skips incomplete folders that other writers left.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoints import incomplete_reason, newest_complete_checkpoint
+from .checkpoints import TEMP_PREFIX, incomplete_reason, newest_complete_checkpoint, publish_folder
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
 from .recipes import OptimRecipe, Recipe
 
@@ -70,6 +72,38 @@ class RecipeOptimizerMixin:
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+class AtomicCheckpointMixin:
+    """Trainer mixin: `checkpoint-N` appears under its name only when complete.
+
+    The Trainer writes a checkpoint file by file into its final folder, so a kill mid-save leaves a `checkpoint-N`
+    that looks newest. Here every process writes into `.incomplete-checkpoint-N/checkpoint-N` (the Trainer's own
+    save, unchanged), and the main process renames it into place once all processes are done, then applies
+    `save_total_limit`.
+    """
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / f"{TEMP_PREFIX}{final.name}"
+        if self.args.should_save and staging.exists():  # left by a killed save
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: str(staging)  # the Trainer's save goes to staging/checkpoint-N
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_folder(staging / final.name, final)
+            shutil.rmtree(staging)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
 
 def trainer_arguments(recipe: Recipe, has_validation: bool) -> dict[str, Any]:
@@ -141,6 +175,7 @@ def log_resume(checkpoint: str | None, recipe: Recipe) -> None:
 
 
 __all__ = [
+    "AtomicCheckpointMixin",
     "CURVES_FILE",
     "RECIPE_FILE",
     "TRAINER_CHECKPOINT_FILES",

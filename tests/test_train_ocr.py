@@ -490,3 +490,36 @@ def test_cli_never_runs_the_code_of_a_downloaded_folder(synth, tmp_path, capsys)
     with pytest.raises(ValueError, match="model.trust_remote_code"):
         build_model(ModelRecipe(type="dig", init_from=str(folder)))
     assert not marker.exists()
+
+
+def test_a_save_killed_midway_leaves_no_checkpoint_folder_and_resume_ignores_it(synth, tmp_path, monkeypatch):
+    """Checkpoints are published atomically: a save that dies after the weights but before the optimizer/RNG/state
+    files leaves only a dot-folder, `train.resume=auto` continues from the previous complete checkpoint with the
+    uninterrupted run's losses, and the next save of that step cleans the dot-folder up."""
+    from transformers import Trainer
+
+    common = [*TINY_DIG, f"data.train=[{synth / 'train'}]", "data.max_train_samples=8", "train.max_steps=4",
+              "train.save_steps=2", "train.eval_steps=0", "train.seed=5"]
+    reference = _losses(run_finetune(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'a'}"])).log_history)
+
+    out = tmp_path / "b"
+    original = Trainer._save_rng_state
+
+    def killed_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise KeyboardInterrupt("killed while saving")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(load_recipe(None, [*common, f"train.output_dir={out}"]))
+    monkeypatch.setattr(Trainer, "_save_rng_state", original)
+    names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    assert names == [".incomplete-checkpoint-4", "checkpoint-2"]
+    assert (out / ".incomplete-checkpoint-4" / "checkpoint-4" / "model.safetensors").is_file()  # the half-written save
+
+    resumed = run_finetune(load_recipe(None, [*common, f"train.output_dir={out}", "train.resume=auto"]))
+    got = _losses(resumed.log_history)
+    for step in (3, 4):
+        assert got[step] == pytest.approx(reference[step], rel=1e-5), step
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2", "checkpoint-4"]
