@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .configuration_dig_pretraining import PRETRAINING_ENCODER_DEFAULTS, DiGPreTrainingConfig
+from .original_checkpoint import load_original_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -61,37 +62,6 @@ def is_pretraining_folder(path: str | os.PathLike) -> bool:
             except (OSError, ValueError):
                 return False
     return False
-
-
-def weights_only_failure(error: BaseException) -> str:
-    """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
-    run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    if refused:
-        return f"the pickle needs more than tensors: {refused[0]}"
-    if lines and not lines[0].startswith("Weights only load failed"):
-        return lines[0].split(". ")[0]
-    return f"not a torch checkpoint ({type(error).__name__})"
-
-
-def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """`torch.load(weights_only=True)` with only `argparse.Namespace` allow-listed (the original saves its args)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, not a torch file, or a pickle that needs more than tensors
-        raise ValueError(
-            f"{path}: not readable as an original DiG checkpoint with torch.load(weights_only=True) "
-            f"({weights_only_failure(error)}); "
-            "expected the .pth file the original training wrote"
-        ) from error
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(
-            f"{path}: not an original DiG checkpoint (expected a dict with a 'model' state dict, got "
-            f"{type(checkpoint).__name__} with keys {sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else '-'})"
-        )
-    return checkpoint
 
 
 def rename_pretraining_key(key: str) -> str:
@@ -262,12 +232,10 @@ def _pretraining_state(source: str | os.PathLike | Any) -> tuple[DiGPreTrainingC
         return source.config, source.state
     path = Path(source)
     if path.is_file():
-        checkpoint = load_original_checkpoint(path)
-        if not is_pretraining_state_dict(checkpoint["model"]):
+        original_state, args = load_original_checkpoint(path)
+        if not is_pretraining_state_dict(original_state):
             raise ValueError(f"{path}: not a DiG pre-training checkpoint (no momentum_encoder.* keys)")
-        return config_from_original(checkpoint["model"], checkpoint.get("args")), convert_pretraining_state_dict(
-            checkpoint["model"]
-        )
+        return config_from_original(original_state, args), convert_pretraining_state_dict(original_state)
     if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
         path = path / "final"  # a `run_pretraining` output folder: its final model
     if not (path / "config.json").is_file():
@@ -367,7 +335,6 @@ __all__ = [
     "init_recognizer_from_pretraining",
     "is_pretraining_folder",
     "is_pretraining_state_dict",
-    "load_original_checkpoint",
     "load_pretrained_encoder",
     "recognizer_state_from_pretraining",
 ]
