@@ -168,10 +168,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from scene_text_training import pretrain
     from scene_text_training.recipes import load_recipe
 
-    cls = pretrain.PretrainRecipe
-    recipe = cls.from_yaml(resolve_config(args.config), args.overrides) if hasattr(cls, "from_yaml") else load_recipe(
-        resolve_config(args.config), args.overrides, cls=cls
-    )
+    recipe = load_recipe(resolve_config(args.config), args.overrides, cls=pretrain.PretrainRecipe)
     pretrain.run_pretraining(recipe)
     return 0
 

@@ -7,7 +7,7 @@ transformers folder (the kind is recognised from the checkpoint's tensors).
 The checkpoint is read with `torch.load(weights_only=True)` (no arbitrary unpickling); every size comes from the
 tensors (the `embed_dim` / `enc_*` entries of `hyper_parameters` are yaml leftovers the original never used).
 The folder holds safetensors weights, the config, the tokenizer / image processor (test normalisation 0.5/0.5) /
-processor when `processing` is importable, and a model card.
+processor, and a model card (`processing.model_cards`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
 from processing.model_cards import sha256_of
 
 from .clip_initialization import weights_only_failure
+from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
 from .model_card import clip4str_model_card
 from .model_card_str_adapter import str_adapter_model_card
 from .modeling_clip4str import CLIP4STRForTextRecognition

@@ -6,9 +6,6 @@ from processing.model_cards import ModelCard
 
 from .configuration_clip4str import CLIP4STRConfig, as_pair
 
-CLIP4STR_LICENSE = "apache-2.0"
-CLIP4STR_TAGS = ["scene-text-recognition", "ocr", "clip4str", "clip"]
-
 CITATION = """@article{zhao2023clip4str,
   title   = {CLIP4STR: A Simple Baseline for Scene Text Recognition with Pre-trained Vision-Language Model},
   author  = {Zhao, Shuai and Quan, Ruijie and Zhu, Linchao and Yang, Yi},
@@ -48,10 +45,20 @@ processor = AutoProcessor.from_pretrained("PATH", trust_remote_code=True)
 inputs = processor(images=image, return_tensors="pt")
 out = model.generate(**inputs, output_scores=True, return_dict_in_generate=True)
 texts, confidences = processor.batch_decode(out.sequences, scores=out.scores, return_confidence=True)"""
+    return clip4str_family_card(
+        title="CLIP4STR", description=description, usage=usage, source_file=source_file, source_sha256=source_sha256
+    )
+
+
+def clip4str_family_card(
+    *, title: str, description: str, usage: str, source_file: str, source_sha256: str
+) -> ModelCard:
+    """A card with CLIP4STR's license, tags, citation and converter around its own text (CLIP4STR and the Adapter
+    variant share them)."""
     return ModelCard(
-        title="CLIP4STR",
-        license=CLIP4STR_LICENSE,
-        tags=CLIP4STR_TAGS,
+        title=title,
+        license="apache-2.0",
+        tags=["scene-text-recognition", "ocr", "clip4str", "clip"],
         description=description,
         usage=usage,
         citation=CITATION,
@@ -61,4 +68,4 @@ texts, confidences = processor.batch_decode(out.sequences, scores=out.scores, re
     )
 
 
-__all__ = ["CITATION", "CLIP4STR_LICENSE", "CLIP4STR_TAGS", "clip4str_model_card", "describe_architecture"]
+__all__ = ["CITATION", "clip4str_family_card", "clip4str_model_card", "describe_architecture"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from processing.model_cards import ModelCard
 
 from .configuration_str_adapter import LADDER_TYPES, STRAdapterConfig
-from .model_card import CITATION, CLIP4STR_LICENSE, CLIP4STR_TAGS
+from .model_card import clip4str_family_card
 
 
 def str_adapter_model_card(
@@ -39,16 +39,12 @@ from transformers import pipeline
 
 recognizer = pipeline("image-to-text", model="PATH", trust_remote_code=True)
 print(recognizer(image))"""
-    return ModelCard(
+    return clip4str_family_card(
         title=f"CLIP4STR + Adapter ({config.adapter_type})",
-        license=CLIP4STR_LICENSE,
-        tags=CLIP4STR_TAGS,
         description=description,
         usage=usage,
-        citation=CITATION,
         source_file=source_file,
         source_sha256=source_sha256,
-        converter="modeling_clip4str.convert_original_checkpoint",
     )
 
 

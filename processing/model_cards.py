@@ -56,10 +56,12 @@ class ModelCard:
             f"# {self.title}",
             self.description.strip(),
             f"## Usage\n\n```python\n{self.usage.strip()}\n```",
-            "## Provenance\n\n"
-            f"- Source checkpoint: `{self.source_file}`\n"
-            f"- SHA-256: `{self.source_sha256}`\n"
-            f"- Converted with `python -m {self.converter}`.",
+            (
+                "## Provenance\n\n"
+                f"- Source checkpoint: `{self.source_file}`\n"
+                f"- SHA-256: `{self.source_sha256}`\n"
+                f"- Converted with `python -m {self.converter}`."
+            ),
         ]
         if self.license_note:
             sections.append(f"## License\n\n{self.license_note.strip()}")

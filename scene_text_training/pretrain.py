@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
-from modeling_dig.original_checkpoint import weights_only_failure
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
+from modeling_dig.original_checkpoint import weights_only_failure
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import (
     SkipCounter,

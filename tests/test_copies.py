@@ -167,7 +167,9 @@ def _tree(tmp_path: Path, copy_body: str, marker: str = "# Copied from pkg.sourc
 
 
 def test_checker_names_file_and_line_of_a_drifted_copy(tmp_path):
-    copy_file = _tree(tmp_path, "class Greeter:\n    def greet(self, name: str) -> str:\n        return 'hello ' + name\n")
+    copy_file = _tree(
+        tmp_path, "class Greeter:\n    def greet(self, name: str) -> str:\n        return 'hello ' + name\n"
+    )
     (copy,) = find_copies([copy_file])
     message = check_copy(copy, tmp_path)
     assert message is not None and message.startswith("pkg/copy.py:7: differs from pkg.source.Greeter")

@@ -141,15 +141,14 @@ def test_library_pipeline_for_a_folder_without_remote_code(dig_folder, dig_refer
 def test_library_pipeline_clip4str(tmp_path):
     """CLIP4STR overrides generate() (ids without a start token): same route, same texts and confidences."""
     clip4str = pytest.importorskip("modeling_clip4str")
-    from modeling_clip4str.configuration_clip4str import build_preset_kwargs
+    from tiny_models import tiny_clip4str_config
+
     from processing.processing_clip4str import CLIP4STRProcessor
 
     register_scene_text_pipeline()
     torch.manual_seed(0)
-    kwargs = build_preset_kwargs(
-        embed_dim=32, vision_width=64, vision_layers=1, patch_size=32, text_width=64, text_layers=1
-    )
-    model = clip4str.CLIP4STRForTextRecognition(clip4str.CLIP4STRConfig(**kwargs)).eval()
+    config = tiny_clip4str_config(image_size=224, patch_size=32, text_layers=1, max_label_length=25)
+    model = clip4str.CLIP4STRForTextRecognition(config).eval()
     model.config.custom_pipelines = {}
     model.save_pretrained(tmp_path)
     processor = CLIP4STRProcessor()
