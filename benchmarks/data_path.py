@@ -1,5 +1,6 @@
-"""The training data path, measured as the Trainer runs it: STR LMDB -> Arrow dataset (`load_str_lmdb`) ->
-optional augmentation -> `SceneTextCollator` (the processor) -> DataLoader batches, with 0, 1 and 2 workers.
+"""The training data path, measured as the Trainer runs it: STR LMDB -> Arrow dataset (the recipe's own
+`scene_text_training.data.load_lmdb_split`) -> optional augmentation -> `SceneTextCollator` (the processor) ->
+DataLoader batches, with 0, 1 and 2 workers.
 
 The LMDB is rendered by the project's synthetic renderer into a temporary folder, so the benchmark needs no
 downloaded data; its Arrow cache lives in the same folder and goes away with it.
@@ -7,7 +8,6 @@ downloaded data; its Arrow cache lives in the same folder and goes away with it.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,24 +38,6 @@ def render_lmdb(root: Path, num_images: int, seed: int = 0, workers: int | None 
         root, num_train=num_images, num_val=0, num_test=0, seed=seed, num_workers=workers, overwrite=True
     )
     return written["train"]
-
-
-def load_training_split(lmdb_folder: Path, cache_dir: Path, max_label_length: int = 25) -> Any:
-    """The LMDB as the fine-tuning recipe loads it (94-char charset, PARSeq label pipeline), cached under `cache_dir`."""
-    from processing.charsets import CHARSET_94
-    from processing.labels import LabelNormalizer
-    from processing.lmdb_dataset import SkipCounter, load_str_lmdb
-
-    skips = SkipCounter()
-    dataset = load_str_lmdb(
-        lmdb_folder,
-        label_normalizer=LabelNormalizer(charset=CHARSET_94, max_label_length=max_label_length),
-        cache_dir=str(cache_dir),
-        skips=skips,
-    )
-    if skips.total:
-        logger.warning("data path: %d synthetic records skipped (%s)", skips.total, skips.report())
-    return dataset
 
 
 def measure_loader(

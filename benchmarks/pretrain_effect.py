@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from transformers.optimization import get_cosine_schedule_with_warmup
 
 from modeling_dig import DiGConfig, DiGForTextRecognition
 from modeling_dig.encoder_initialization import load_pretrained_encoder
+from processing.charsets import CHARSET_36, CharsetAdapter
 from processing.lmdb_dataset import STRLmdbDataset
 from processing.processing_dig import DiGProcessor
 from processing.synthetic import build_synthetic_benchmark
@@ -82,9 +82,7 @@ def recognizer_config(patch_size: tuple[int, int] = (32, 4)) -> DiGConfig:
     )
 
 
-def normalize_word(text: str) -> str:
-    """DiG's accuracy protocol: lower-case, keep [0-9a-z]."""
-    return re.sub(r"[^0-9a-z]", "", text.lower())
+normalize_word = CharsetAdapter(CHARSET_36)  # DiG's accuracy protocol: lower-case, keep [0-9a-z]
 
 
 class LabeledSubset(torch.utils.data.Dataset):

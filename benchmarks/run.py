@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .data_path import load_training_split, measure_loader, render_lmdb
+from .data_path import measure_loader, render_lmdb
 from .flops import count_flops, matmul_reference
 from .recognizers import RECOGNIZERS, RecognizerBench, benchmark_images
 from .report import Report, Row, check, format_table
@@ -283,7 +283,12 @@ def bench_data_path(report: Report, plan: Plan, workdir: Path) -> None:
 
     start = time.perf_counter()
     lmdb_folder = render_lmdb(workdir / "lmdb", plan.data_images, workers=plan.render_workers)
-    dataset = load_training_split(lmdb_folder, workdir / "arrow")
+    from scene_text_training.data import load_lmdb_split
+
+    # the fine-tuning recipe's loader; the Arrow cache stays in the temporary folder and goes away with it
+    dataset, skipped = load_lmdb_split([lmdb_folder], cache_dir=str(workdir / "arrow"))
+    if skipped:
+        logger.warning("data path: %d synthetic records skipped (see the log for the reasons)", skipped)
     render_s = time.perf_counter() - start
 
     if recipe is not None:

@@ -18,6 +18,25 @@ import torch
 EOS_STRING = "[E]"
 
 
+# Copied from processing.charsets.CharsetAdapter
+class CharsetAdapter:
+    """Maps a label onto a target charset the way PARSeq does: lower-case it when the charset has no
+    upper case (upper-case it when it has no lower case), then delete every character outside it."""
+
+    def __init__(self, target_charset: str) -> None:
+        self.charset = target_charset
+        self.lowercase_only = target_charset == target_charset.lower()
+        self.uppercase_only = target_charset == target_charset.upper()
+        self.unsupported = re.compile(f"[^{re.escape(target_charset)}]")
+
+    def __call__(self, label: str) -> str:
+        if self.lowercase_only:
+            label = label.lower()
+        elif self.uppercase_only:
+            label = label.upper()
+        return self.unsupported.sub("", label)
+
+
 @functools.lru_cache(maxsize=1)
 def _bpe_tokenizer():
     from open_clip.tokenizer import SimpleTokenizer
@@ -42,24 +61,14 @@ class CaptionTokenizer:
         self.sot_token_id = sot_token_id
         self.eot_token_id = eot_token_id
         self.pad_token_id = pad_token_id
-        # PARSeq's CharsetAdapter: lower-case for a lower-case-only charset, then drop what the charset lacks.
-        self.lowercase_only = charset_test == charset_test.lower()
-        self.uppercase_only = charset_test == charset_test.upper()
-        self.unsupported = re.compile(f"[^{re.escape(charset_test)}]")
-
-    def adapt(self, text: str) -> str:
-        if self.lowercase_only:
-            text = text.lower()
-        elif self.uppercase_only:
-            text = text.upper()
-        return self.unsupported.sub("", text)
+        self.adapter = CharsetAdapter(charset_test)  # filters the caption to the test charset
 
     def captions_from_logits(self, logits: torch.Tensor) -> list[str]:
         """Greedy strings of `logits` [B, L, C]: cut at the first EOS, adapted to the test charset."""
         captions = []
         for ids in logits.argmax(-1).tolist():
             text = "".join(self.itos[i] for i in ids).partition(EOS_STRING)[0]
-            captions.append(self.adapt(text))
+            captions.append(self.adapter(text))
         return captions
 
     def encode(self, captions: list[str], device: torch.device | str | None = None) -> torch.LongTensor:

@@ -78,6 +78,7 @@ def _check_clip_keys(state_dict: Mapping[str, Any], path: Path) -> None:
         )
 
 
+# Copied from modeling_dig.original_checkpoint.weights_only_failure
 def weights_only_failure(error: BaseException) -> str:
     """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
     run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""

@@ -7,6 +7,7 @@ for the decoder, and two candidates would make that call ambiguous.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +23,12 @@ except ImportError:  # remote code without the library: `custom_pipelines` is a 
         pass
 
 
-CHARSET_94 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# Copied from processing.charsets.CHARSET_94
+CHARSET_94 = string.digits + string.ascii_lowercase + string.ascii_uppercase + string.punctuation
 """PARSeq's training charset: head rows 1..94 in this order (row 0 is EOS)."""
 
-CHARSET_36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+# Copied from processing.charsets.CHARSET_36
+CHARSET_36 = string.digits + string.ascii_lowercase
 """The case-insensitive evaluation charset; it also filters the captions fed to the CLIP text tower."""
 
 

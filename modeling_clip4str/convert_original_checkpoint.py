@@ -7,13 +7,12 @@ transformers folder (the kind is recognised from the checkpoint's tensors).
 The checkpoint is read with `torch.load(weights_only=True)` (no arbitrary unpickling); every size comes from the
 tensors (the `embed_dim` / `enc_*` entries of `hyper_parameters` are yaml leftovers the original never used).
 The folder holds safetensors weights, the config, the tokenizer / image processor (test normalisation 0.5/0.5) /
-processor when `processing` is importable, and a model card.
+processor, and a model card (`processing.model_cards`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import re
 import sys
@@ -22,26 +21,18 @@ from typing import Any
 
 import torch
 
+from processing.model_cards import sha256_of
+
+from .clip_initialization import weights_only_failure
 from .configuration_clip4str import CHARSET_36, CHARSET_94, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
-from .model_card import write_model_card
-from .model_card_str_adapter import render_str_adapter_model_card
+from .model_card import clip4str_model_card
+from .model_card_str_adapter import str_adapter_model_card
 from .modeling_clip4str import CLIP4STRForTextRecognition
 from .modeling_str_adapter import STRAdapterForTextRecognition
 from .str_adapter_checkpoint import is_str_adapter_checkpoint, str_adapter_from_checkpoint
 from .weight_conversion import clip_dims_from_state_dict, convert_original_state_dict, load_converted
 
 logger = logging.getLogger(__name__)
-
-LIGHTNING_KEYS = ("state_dict", "hyper_parameters")
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
     """`torch.load(weights_only=True)`: Lightning 1.6 checkpoints hold only tensors, dicts, lists, strings and
@@ -53,8 +44,8 @@ def load_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refusal or a corrupt file
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True): {error}. Only original CLIP4STR Lightning "
-            "checkpoints (.ckpt) are supported; they need no extra allow-listed globals."
+            f"{path} could not be read with torch.load(weights_only=True) ({weights_only_failure(error)}). Only "
+            "original CLIP4STR Lightning checkpoints (.ckpt) are supported; they need no extra allow-listed globals."
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry).")
@@ -185,12 +176,13 @@ def convert_and_save(checkpoint_path: str | Path, output_dir: str | Path, regist
         model.config.register_for_auto_class()
         model.register_for_auto_class("AutoModelForImageTextToText")
     model.save_pretrained(output_dir)
-    saved = save_processing(output_dir, model.config)
+    save_processing(output_dir, model.config)
+    source = {"source_file": info["source_checkpoint"], "source_sha256": info["sha256"]}
     if isinstance(model, STRAdapterForTextRecognition):
-        card = render_str_adapter_model_card(model.config, num_trainable_parameters=model.num_parameters(True), **info)
-        (output_dir / "README.md").write_text(card, encoding="utf-8")
+        card = str_adapter_model_card(model.config, num_trainable_parameters=model.num_parameters(True), **source)
     else:
-        write_model_card(output_dir, model.config, **info, has_processor=bool(saved))
+        card = clip4str_model_card(model.config, **source)
+    card.save(output_dir)
     return output_dir
 
 

@@ -1,9 +1,8 @@
-"""Model card (README.md with Hub metadata) for a converted CLIP4STR folder."""
+"""Model card of a converted CLIP4STR folder (the layout is `processing.model_cards.ModelCard`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from processing.model_cards import ModelCard
 
 from .configuration_clip4str import CLIP4STRConfig, as_pair
 
@@ -28,62 +27,45 @@ def describe_architecture(config: CLIP4STRConfig) -> str:
     )
 
 
-def render_model_card(
-    config: CLIP4STRConfig,
-    source_checkpoint: str | None = None,
-    sha256: str | None = None,
-    has_processor: bool = True,
-    **extra: Any,
-) -> str:
-    metadata = [
-        "---",
-        "license: apache-2.0",
-        "library_name: transformers",
-        "pipeline_tag: image-to-text",
-        "tags:",
-        "- scene-text-recognition",
-        "- ocr",
-        "- clip4str",
-        "- clip",
-        "---",
-    ]
-    source = f"`{source_checkpoint}` (sha256 `{sha256}`)" if source_checkpoint else "an original CLIP4STR checkpoint"
-    usage = (
-        "```python\n"
-        "import modeling_clip4str  # registers CLIP4STR with the Auto classes (or pass trust_remote_code=True)\n"
-        "from transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
-        'model = AutoModelForImageTextToText.from_pretrained("PATH", trust_remote_code=True).eval()\n'
-        'processor = AutoProcessor.from_pretrained("PATH", trust_remote_code=True)\n'
-        'inputs = processor(images=image, return_tensors="pt")\n'
-        "out = model.generate(**inputs, output_scores=True, return_dict_in_generate=True)\n"
-        "texts, confidences = processor.batch_decode(out.sequences, scores=out.scores, return_confidence=True)\n"
-        "```\n"
-    )
-    body = f"""
-# CLIP4STR
-
-Scene-text recognizer converted from {source} with `python -m modeling_clip4str.convert_original_checkpoint`.
+def clip4str_model_card(config: CLIP4STRConfig, *, source_file: str, source_sha256: str) -> ModelCard:
+    """The card of a converted CLIP4STR folder (`card.save(folder)` writes README.md)."""
+    description = f"""Scene-text recognizer converted from an original CLIP4STR checkpoint.
 
 Architecture: {describe_architecture(config)}
 
 Inference follows the original: a greedy visual decoding loop (early stop once every image has emitted EOS), a
 greedy cross-modal loop over [image tokens, CLIP text tokens of the visual prediction filtered to
 `{config.charset_test}`], one cloze refinement pass of each branch; the prediction is the cross-modal branch.
-The saved image processor uses the original test-time normalisation (mean 0.5, std 0.5){"" if has_processor else " (not saved: the processing package was unavailable at conversion time)"}.
+The saved image processor uses the original test-time normalisation (mean 0.5, std 0.5)."""
+    usage = """import modeling_clip4str  # registers CLIP4STR with the Auto classes (or pass trust_remote_code=True)
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
-## Usage
-
-{usage}
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-    return "\n".join(metadata) + "\n" + body
+model = AutoModelForImageTextToText.from_pretrained("PATH", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("PATH", trust_remote_code=True)
+inputs = processor(images=image, return_tensors="pt")
+out = model.generate(**inputs, output_scores=True, return_dict_in_generate=True)
+texts, confidences = processor.batch_decode(out.sequences, scores=out.scores, return_confidence=True)"""
+    return clip4str_family_card(
+        title="CLIP4STR", description=description, usage=usage, source_file=source_file, source_sha256=source_sha256
+    )
 
 
-def write_model_card(output_dir: str | Path, config: CLIP4STRConfig, **kwargs: Any) -> Path:
-    path = Path(output_dir) / "README.md"
-    path.write_text(render_model_card(config, **kwargs), encoding="utf-8")
-    return path
+def clip4str_family_card(
+    *, title: str, description: str, usage: str, source_file: str, source_sha256: str
+) -> ModelCard:
+    """A card with CLIP4STR's license, tags, citation and converter around its own text (CLIP4STR and the Adapter
+    variant share them)."""
+    return ModelCard(
+        title=title,
+        license="apache-2.0",
+        tags=["scene-text-recognition", "ocr", "clip4str", "clip"],
+        description=description,
+        usage=usage,
+        citation=CITATION,
+        source_file=source_file,
+        source_sha256=source_sha256,
+        converter="modeling_clip4str.convert_original_checkpoint",
+    )
+
+
+__all__ = ["CITATION", "clip4str_family_card", "clip4str_model_card", "describe_architecture"]

@@ -89,6 +89,7 @@ class CLIP4STRRecognitionOutput(Seq2SeqLMOutput):
     text_memory: torch.FloatTensor | None = None
 
 
+# Copied from modeling_dig.modeling_dig.eager_attention_forward
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -99,11 +100,23 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention with transformers' conventions (softmax in float32, cast back; the returned weights are
+    those applied, after dropout). `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D].
+
+    A boolean mask hides scores with the dtype's minimum rather than -inf, and a query row with no visible key gets
+    zero weights and output, as torch's sdpa gives (with -inf the softmax of such a row is NaN and spreads)."""
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    visible_rows = None
     if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+        if attention_mask.dtype == torch.bool:
+            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+            visible_rows = attention_mask.any(dim=-1, keepdim=True)
+        else:
+            attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    if visible_rows is not None:
+        attn_weights = attn_weights * visible_rows
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
 

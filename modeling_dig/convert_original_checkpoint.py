@@ -12,7 +12,6 @@ head dimension of 64. Fine-tuned recognizers become `DiGForTextRecognition`; pre
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import re
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .configuration_dig import DiGConfig, DiGDecoderConfig, DiGEncoderConfig
+from .original_checkpoint import CheckpointConversionError, load_original_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -77,56 +77,12 @@ _ALIAS_KEYS = {
 }
 
 
-class CheckpointConversionError(ValueError):
-    """The checkpoint does not fit the DiG recognizer; the message lists what and how to fix it."""
-
-
 def map_original_key(key: str) -> str | None:
     """Our parameter name for an original recognizer key, or None when no rule covers it."""
     for pattern, replacement in _KEY_RULES:
         if re.match(pattern, key):
             return re.sub(pattern, replacement, key)
     return None
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_original_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], argparse.Namespace | None]:
-    """(state_dict, args) of an original checkpoint, read with `weights_only=True` and only
-    `argparse.Namespace` allow-listed (the original stores its command-line args in the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling errors name the offending global
-            raise CheckpointConversionError(
-                f"{path}: cannot be read with torch.load(weights_only=True) and argparse.Namespace allow-listed "
-                f"({error}). Only original DiG checkpoints (utils.save_model) are supported."
-            ) from error
-    if not isinstance(checkpoint, dict):
-        raise CheckpointConversionError(f"{path}: expected a dict checkpoint, got {type(checkpoint).__name__}")
-    args = checkpoint.get("args")
-    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
-        state_dict = checkpoint["model"]
-    elif "module" in checkpoint and isinstance(checkpoint["module"], dict):
-        state_dict = checkpoint["module"]
-    elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        state_dict = checkpoint
-    else:
-        raise CheckpointConversionError(
-            f"{path}: no state dict found (looked for the 'model' / 'module' entries); keys: {sorted(checkpoint)[:10]}"
-        )
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
-    return dict(state_dict), args if isinstance(args, argparse.Namespace) else None
 
 
 def _count_indexed(keys: list[str], prefix: str) -> int:
@@ -343,7 +299,9 @@ def convert_checkpoint(
     decoder_num_heads: int | None = None,
 ):
     """Convert one original checkpoint file into `output_dir` (model, config, processing, README)."""
-    from .model_card import write_model_card
+    from processing.model_cards import sha256_of
+
+    from .model_card import dig_model_card
 
     state_dict, args = load_original_checkpoint(checkpoint)
     output_dir = Path(output_dir)
@@ -361,8 +319,7 @@ def convert_checkpoint(
     model.save_pretrained(output_dir)
     _save_processing(output_dir, config.decoder.max_label_length)
     enc, dec = config.encoder, config.decoder
-    write_model_card(
-        output_dir,
+    dig_model_card(
         source_file=Path(checkpoint).name,
         source_sha256=sha256_of(checkpoint),
         encoder_summary=(
@@ -375,7 +332,7 @@ def convert_checkpoint(
         ),
         num_parameters=model.num_parameters(),
         repo_id=push_to_hub,
-    )
+    ).save(output_dir)
     if push_to_hub:  # the folder already holds everything (weights, code, processing files, README)
         from huggingface_hub import create_repo, upload_folder
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .configuration_dig_pretraining import PRETRAINING_ENCODER_DEFAULTS, DiGPreTrainingConfig
+from .original_checkpoint import load_original_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -39,37 +40,6 @@ _HEADS_BY_MODEL_NAME = {"tiny": 3, "small": 6, "base": 8}
 def is_pretraining_state_dict(state_dict: dict[str, Any]) -> bool:
     """True for a `MoCo_ViT` pre-training state dict (the dispatch rule of the converter CLI)."""
     return any(key.startswith("momentum_encoder.") for key in state_dict)
-
-
-def weights_only_failure(error: BaseException) -> str:
-    """A one-line reason for a failed `torch.load(weights_only=True)`: the refused global for a pickle that would
-    run code (torch's own first line suggests weights_only=False, which is exactly what must not be done)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    refused = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    if refused:
-        return f"the pickle needs more than tensors: {refused[0]}"
-    if lines and not lines[0].startswith("Weights only load failed"):
-        return lines[0].split(". ")[0]
-    return f"not a torch checkpoint ({type(error).__name__})"
-
-
-def load_original_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """`torch.load(weights_only=True)` with only `argparse.Namespace` allow-listed (the original saves its args)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, not a torch file, or a pickle that needs more than tensors
-        raise ValueError(
-            f"{path}: not readable as an original DiG checkpoint with torch.load(weights_only=True) "
-            f"({weights_only_failure(error)}); "
-            "expected the .pth file the original training wrote"
-        ) from error
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise ValueError(
-            f"{path}: not an original DiG checkpoint (expected a dict with a 'model' state dict, got "
-            f"{type(checkpoint).__name__} with keys {sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else '-'})"
-        )
-    return checkpoint
 
 
 def rename_pretraining_key(key: str) -> str:

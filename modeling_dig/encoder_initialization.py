@@ -22,12 +22,8 @@ from safetensors.torch import load_file
 
 from .configuration_dig import DiGConfig
 from .configuration_dig_pretraining import DiGPreTrainingConfig
-from .convert_pretraining import (
-    config_from_original,
-    convert_pretraining_state_dict,
-    is_pretraining_state_dict,
-    load_original_checkpoint,
-)
+from .convert_pretraining import config_from_original, convert_pretraining_state_dict, is_pretraining_state_dict
+from .original_checkpoint import load_original_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +75,10 @@ def read_pretraining_source(source: str | os.PathLike | Any) -> tuple[DiGPreTrai
         return source.config, source.state_dict()
     path = Path(source)
     if path.is_file():
-        checkpoint = load_original_checkpoint(path)
-        if not is_pretraining_state_dict(checkpoint["model"]):
+        original_state, args = load_original_checkpoint(path)
+        if not is_pretraining_state_dict(original_state):
             raise ValueError(f"{path}: not a DiG pre-training checkpoint (no momentum_encoder.* keys)")
-        return config_from_original(checkpoint["model"], checkpoint.get("args")), convert_pretraining_state_dict(
-            checkpoint["model"]
-        )
+        return config_from_original(original_state, args), convert_pretraining_state_dict(original_state)
     if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
         path = path / "final"  # a `run_pretraining` output folder: its final model
     if not (path / "config.json").is_file():

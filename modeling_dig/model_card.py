@@ -1,10 +1,8 @@
-"""Model card (README.md with Hub metadata) for converted DiG checkpoints."""
+"""Model card of converted DiG checkpoints (the layout is `processing.model_cards.ModelCard`, shared by the converters)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
+from processing.model_cards import ModelCard
 
 DIG_LICENSE = "cc-by-nc-4.0"  # the license of ayumiymk/DiG (CC-BY-NC 4.0), which the released weights carry
 
@@ -22,7 +20,7 @@ DIG_BIBTEX = """@inproceedings{DiG,
 }"""
 
 
-def render_model_card(
+def dig_model_card(
     *,
     source_file: str,
     source_sha256: str,
@@ -30,23 +28,10 @@ def render_model_card(
     decoder_summary: str,
     num_parameters: int,
     repo_id: str | None = None,
-) -> str:
-    """README.md text: YAML front matter for the Hub, then usage, provenance and citation."""
-    metadata = {
-        "pipeline_tag": "image-to-text",
-        "library_name": "transformers",
-        "license": DIG_LICENSE,
-        "tags": ["scene-text-recognition", "ocr", "dig", "vit", "custom_code"],
-    }
+) -> ModelCard:
+    """The card of a converted DiG recognizer folder (`card.save(folder)` writes README.md)."""
     name = repo_id or "path/to/this/folder"
-    front = yaml.safe_dump(metadata, sort_keys=False).strip()
-    return f"""---
-{front}
----
-
-# DiG scene-text recognizer (converted)
-
-DiG ("Reading and Writing: Discriminative and Generative Modeling for Self-Supervised Text Recognition",
+    description = f"""DiG ("Reading and Writing: Discriminative and Generative Modeling for Self-Supervised Text Recognition",
 Yang et al., ACM MM 2022) converted from the original PyTorch checkpoint to a transformers model
 (`DiGForTextRecognition`, remote code). Outputs match the original implementation (checked on reduced-size
 golden fixtures: hidden states and logits within 1e-5, greedy ids identical).
@@ -55,44 +40,27 @@ golden fixtures: hidden states and logits within 1e-5, greedy ids identical).
 - Decoder: {decoder_summary}
 - Parameters: {num_parameters:,}
 - Vocabulary: 94 case-sensitive characters + EOS (94), PAD (95), UNK (96); BOS (97) starts decoding.
-- Input: RGB crops resized to 32x128 (bicubic, aspect ratio not kept), normalised with mean = std = 0.5.
-
-## Usage
-
-```python
-from transformers import AutoModelForImageTextToText, AutoProcessor
+- Input: RGB crops resized to 32x128 (bicubic, aspect ratio not kept), normalised with mean = std = 0.5."""
+    usage = f"""from transformers import AutoModelForImageTextToText, AutoProcessor
 
 model = AutoModelForImageTextToText.from_pretrained("{name}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{name}", trust_remote_code=True)
 inputs = processor(images=image, return_tensors="pt")
 ids = model.generate(inputs["pixel_values"])  # greedy, at most 25 steps after the BOS start token
-print(processor.batch_decode(ids))
-```
-
-## Provenance
-
-- Source checkpoint: `{source_file}`
-- SHA-256: `{source_sha256}`
-- Converted with `python -m modeling_dig.convert_original_checkpoint`.
-
-## License
-
-The original code and weights are released under CC-BY-NC 4.0 (non-commercial), see
-https://github.com/ayumiymk/DiG/blob/main/LICENSE.
-
-## Citation
-
-```bibtex
-{DIG_BIBTEX}
-```
-"""
+print(processor.batch_decode(ids))"""
+    return ModelCard(
+        title="DiG scene-text recognizer (converted)",
+        license=DIG_LICENSE,
+        tags=["scene-text-recognition", "ocr", "dig", "vit", "custom_code"],
+        description=description,
+        usage=usage,
+        citation=DIG_BIBTEX,
+        source_file=source_file,
+        source_sha256=source_sha256,
+        converter="modeling_dig.convert_original_checkpoint",
+        license_note="The original code and weights are released under CC-BY-NC 4.0 (non-commercial), see\n"
+        "https://github.com/ayumiymk/DiG/blob/main/LICENSE.",
+    )
 
 
-def write_model_card(output_dir: str | Path, **kwargs) -> Path:
-    """Write README.md into `output_dir` (see `render_model_card` for the arguments)."""
-    path = Path(output_dir) / "README.md"
-    path.write_text(render_model_card(**kwargs), encoding="utf-8")
-    return path
-
-
-__all__ = ["DIG_BIBTEX", "DIG_LICENSE", "render_model_card", "write_model_card"]
+__all__ = ["DIG_BIBTEX", "DIG_LICENSE", "dig_model_card"]

@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -94,13 +94,14 @@ def eager_attention_forward(
     attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference attention. `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D].
+    """Reference attention with transformers' conventions (softmax in float32, cast back; the returned weights are
+    those applied, after dropout). `attention_mask` is boolean (True = attend) or additive; output is [B, T, H, D].
 
-    Masked scores take the dtype's minimum rather than -inf, and a query row with no visible key gets zero weights
-    and output, as torch's sdpa gives (with -inf the softmax of such a row is NaN and spreads into the logits)."""
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    A boolean mask hides scores with the dtype's minimum rather than -inf, and a query row with no visible key gets
+    zero weights and output, as torch's sdpa gives (with -inf the softmax of such a row is NaN and spreads)."""
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     visible_rows = None
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
@@ -108,11 +109,11 @@ def eager_attention_forward(
             visible_rows = attention_mask.any(dim=-1, keepdim=True)
         else:
             attn_weights = attn_weights + attention_mask
-    attn_weights = attn_weights.softmax(dim=-1)
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
     if visible_rows is not None:
         attn_weights = attn_weights * visible_rows
-    probs = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
     return attn_output, attn_weights
 
 

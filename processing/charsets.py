@@ -1,6 +1,7 @@
 """Character sets of the scene-text recognition protocols and the adapter that maps labels onto them.
 
-The orders matter: DiG's classifier rows and PARSeq/CLIP4STR's head rows are indexed by these strings.
+The orders matter: DiG's classifier rows and PARSeq/CLIP4STR's head rows are indexed by these strings. The model
+folders carry checked copies (`# Copied from processing.charsets...`, tests/test_copies.py).
 """
 
 from __future__ import annotations
@@ -8,17 +9,12 @@ from __future__ import annotations
 import re
 import string
 
-DIGITS_LOWER = string.digits + string.ascii_lowercase
-"""36 characters: the standard case-insensitive evaluation charset (``0-9a-z``)."""
-
-PUNCTUATION = string.punctuation
-"""The 32 printable ASCII punctuation characters, in ASCII order."""
-
-CHARSET_94 = string.digits + string.ascii_lowercase + string.ascii_uppercase + PUNCTUATION
+CHARSET_94 = string.digits + string.ascii_lowercase + string.ascii_uppercase + string.punctuation
 """94 characters: ``0-9a-zA-Z`` then punctuation. DiG's class order (``string.printable[:-6]``) and
 PARSeq/CLIP4STR's training charset are this same string."""
 
-CHARSET_36 = DIGITS_LOWER
+CHARSET_36 = string.digits + string.ascii_lowercase
+"""36 characters: the standard case-insensitive evaluation charset (``0-9a-z``)."""
 
 assert CHARSET_94 == string.printable[:-6]
 

@@ -31,6 +31,7 @@ def load_lmdb_split(
     max_samples: int | None = None,
     evaluation: bool = False,
     cased: bool = True,
+    cache_dir: str | None = None,
 ) -> tuple[datasets.Dataset, int]:
     """Concatenate the LMDBs at `paths` into one dataset (image, label, source) and count the skipped records.
 
@@ -38,12 +39,13 @@ def load_lmdb_split(
     characters outside the charset removed, empty labels skipped. Training keeps the 94-char charset; evaluation
     uses the 36-char test charset (lower-cased) unless `cased`. The skip count is num-samples minus the kept
     records, so it is right even when the Arrow cache is reused (the reasons were logged when it was built).
+    `cache_dir`: where the Arrow cache goes (None: the `datasets` default).
     """
     if not paths:
         raise ValueError("no LMDB paths given for this split (set data.train / data.val / evaluate.data)")
     charset = CHARSET_94 if (cased or not evaluation) else CHARSET_36
     normalizer = LabelNormalizer(charset=charset, max_label_length=max_label_length)
-    parts = [load_str_lmdb(path, label_normalizer=normalizer) for path in paths]
+    parts = [load_str_lmdb(path, label_normalizer=normalizer, cache_dir=cache_dir) for path in paths]
     dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     skipped = sum(count_records(path) for path in paths) - len(dataset)
     if len(dataset) == 0:

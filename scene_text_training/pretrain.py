@@ -27,6 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
+from modeling_dig.original_checkpoint import weights_only_failure
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import (
     SkipCounter,

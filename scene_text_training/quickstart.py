@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from processing.image_processing_scene_text import to_rgb_pil
+
 from .data import load_lmdb_split
 from .evaluation import run_evaluate
 from .finetune import run_finetune
@@ -25,7 +27,7 @@ def export_samples(lmdb_path: str | Path, folder: str | Path, count: int = 8) ->
     for index, row in enumerate(dataset):
         safe = "".join(c if c.isalnum() else "_" for c in row["label"])
         path = folder / f"{index:02d}_{safe}.png"
-        row["image"].convert("RGB").save(path)
+        to_rgb_pil(row["image"]).save(path)  # the one loader: 16-bit crops scaled, not clipped
         paths.append(path)
     return paths
 

@@ -5,30 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig, CLIP4STRForTextRecognition
+from modeling_clip4str import CLIP4STRConfig, CLIP4STRForTextRecognition
 from modeling_clip4str.caption_tokenizer import CaptionTokenizer
-from modeling_clip4str.configuration_clip4str import build_preset_kwargs
 from modeling_clip4str.modeling_clip4str import labels_to_target
 from modeling_clip4str.permutations import generate_permutations, permutation_attention_masks
+from tiny_models import tiny_clip4str_config
 from tolerances import assert_close
 
 
 def tiny_config(depth: int = 1, dropout: float = 0.1, **overrides) -> CLIP4STRConfig:
-    kwargs = build_preset_kwargs(
-        embed_dim=32,
-        vision_width=64,
-        vision_layers=1,
-        patch_size=16,
-        image_size=32,
-        text_width=64,
-        text_layers=2,
-        vocab_size=49408,
-        context_length_weights=20,
-        text_freeze_nlayer=1,
-    )
-    kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, depth=depth, max_label_length=8, dropout=dropout)
-    kwargs.update(overrides)
-    return CLIP4STRConfig(**kwargs)
+    return tiny_clip4str_config(depth=depth, dropout=dropout, **overrides)
 
 
 def tiny_model(depth: int = 1, seed: int = 0, dropout: float = 0.1, **overrides) -> CLIP4STRForTextRecognition:

@@ -15,9 +15,9 @@ from modeling_dig.convert_pretraining import (
     convert_pretraining_checkpoint,
     convert_pretraining_state_dict,
     is_pretraining_state_dict,
-    load_original_checkpoint,
 )
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining
+from modeling_dig.original_checkpoint import load_original_checkpoint
 from tolerances import assert_close
 
 ATOL = 1e-5  # relative to each tensor's largest magnitude (tests/tolerances.py)
@@ -29,7 +29,8 @@ def converted(request):
     from conftest import fixture_dir
 
     folder = fixture_dir("dig")
-    checkpoint = load_original_checkpoint(folder / "pretrain_checkpoint.pth")
+    state_dict, args = load_original_checkpoint(folder / "pretrain_checkpoint.pth")
+    checkpoint = {"model": state_dict, "args": args}
     # 96 wide with 3 heads: the fixture's head count is not the released head dim 64, so it is given.
     model = convert_pretraining_checkpoint(checkpoint["model"], checkpoint["args"], None, num_attention_heads=3)
     return model, checkpoint, load_file(folder / "inputs.safetensors"), load_file(folder / "expected.safetensors")

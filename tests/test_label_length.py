@@ -36,22 +36,15 @@ def tiny_twin(model_type: str, config):
         kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, max_label_length=config.max_label_length)
         return STRAdapterConfig(**kwargs, adapter_type=config.adapter_type, block_ids=[0],
                                 charset_train=config.charset_train, charset_test=config.charset_test)
-    from modeling_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig
-    from modeling_clip4str.configuration_clip4str import build_preset_kwargs
+    from tiny_models import tiny_clip4str_config
 
-    kwargs = build_preset_kwargs(
-        embed_dim=32,
-        vision_width=64,
-        vision_layers=1,
-        patch_size=16,
-        image_size=32,
-        text_width=64,
+    return tiny_clip4str_config(
+        max_label_length=config.max_label_length,
         text_layers=1,
-        context_length_weights=20,
         text_freeze_nlayer=0,
+        charset_train=config.charset_train,
+        charset_test=config.charset_test,
     )
-    kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=32, num_heads=4, max_label_length=config.max_label_length)
-    return CLIP4STRConfig(**kwargs, charset_train=config.charset_train, charset_test=config.charset_test)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

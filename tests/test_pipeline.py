@@ -138,14 +138,15 @@ def test_library_pipeline_for_a_folder_without_remote_code(dig_folder, dig_refer
 
 def _tiny_clip4str_model(model_type: str) -> torch.nn.Module:
     import modeling_clip4str
-    from modeling_clip4str.configuration_clip4str import build_preset_kwargs
     from modeling_clip4str.configuration_str_adapter import str_adapter_kwargs
 
     torch.manual_seed(0)
     sizes = {"embed_dim": 32, "vision_width": 64, "vision_layers": 1, "patch_size": 32, "text_width": 64,
              "text_layers": 1}  # fmt: skip
     if model_type == "clip4str":
-        config = modeling_clip4str.CLIP4STRConfig(**build_preset_kwargs(**sizes))
+        from tiny_models import tiny_clip4str_config
+
+        config = tiny_clip4str_config(image_size=224, patch_size=32, text_layers=1, max_label_length=25)
         return modeling_clip4str.CLIP4STRForTextRecognition(config).eval()
     config = modeling_clip4str.STRAdapterConfig(**str_adapter_kwargs(**sizes), adapter_type="linear")
     return modeling_clip4str.STRAdapterForTextRecognition(config).eval()
