@@ -253,9 +253,9 @@ def test_from_pretrained_encoder_loads_exactly_the_pretrained_encoder(tmp_path):
 def test_from_pretrained_encoder_passes_dtype_and_attention_through(dig_fixtures):
     """An original .pth source, no config (the pre-training encoder's sizes), bfloat16 and eager attention."""
     from modeling_dig import DiGForTextRecognition
-    from modeling_dig.convert_pretraining import load_original_checkpoint
+    from modeling_dig.original_checkpoint import load_original_checkpoint
 
-    original = load_original_checkpoint(dig_fixtures / "pretrain_checkpoint.pth")["model"]
+    original, _ = load_original_checkpoint(dig_fixtures / "pretrain_checkpoint.pth")
     recognizer = DiGForTextRecognition.from_pretrained_encoder(
         dig_fixtures / "pretrain_checkpoint.pth", dtype=torch.bfloat16, attn_implementation="eager"
     )

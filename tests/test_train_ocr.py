@@ -514,7 +514,7 @@ def test_a_save_killed_midway_leaves_no_checkpoint_folder_and_resume_ignores_it(
     with pytest.raises(KeyboardInterrupt):
         run_finetune(load_recipe(None, [*common, f"train.output_dir={out}"]))
     monkeypatch.setattr(Trainer, "_save_rng_state", original)
-    names = sorted(p.name for p in out.iterdir() if "checkpoint" in p.name)
+    names = sorted(p.name for p in out.iterdir() if p.is_dir() and "checkpoint" in p.name)
     assert names == [".incomplete-checkpoint-4", "checkpoint-2"]
     assert (out / ".incomplete-checkpoint-4" / "checkpoint-4" / "model.safetensors").is_file()  # the half-written save
 
@@ -522,4 +522,4 @@ def test_a_save_killed_midway_leaves_no_checkpoint_folder_and_resume_ignores_it(
     got = _losses(resumed.log_history)
     for step in (3, 4):
         assert got[step] == pytest.approx(reference[step], rel=1e-5), step
-    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and "checkpoint" in p.name) == ["checkpoint-2", "checkpoint-4"]
