@@ -56,11 +56,18 @@ class RecognizerBench(ABC):
         return sum(p.numel() for p in self.model.parameters())
 
     # ------------------------------------------------------------------------------------------- building
-    @abstractmethod
-    def build_model(self, preset: str) -> torch.nn.Module: ...
+    def build_model(self, preset: str) -> torch.nn.Module:
+        """The family's model class (scene_text_training/families.py) with its config class's preset."""
+        from scene_text_training.families import family
 
-    @abstractmethod
-    def build_processor(self) -> Any: ...
+        entry = family(self.family)
+        return entry.load("model_class")(entry.load("config_class").from_preset(preset))
+
+    def build_processor(self) -> Any:
+        """The family's processor with its defaults (the full-size models' input size and charset)."""
+        from scene_text_training.families import family
+
+        return family(self.family).load("processor_class")()
 
     def set_attention(self, implementation: str) -> None:
         """Switch eager/sdpa on the same weights (transformers' attention interface reads the config per call)."""
@@ -120,16 +127,6 @@ class DiGBench(RecognizerBench):
         "tiny": RecognizerSpec("DiG-tiny-test", "tiny-test"),
     }
 
-    def build_model(self, preset: str) -> torch.nn.Module:
-        from modeling_dig import DiGConfig, DiGForTextRecognition
-
-        return DiGForTextRecognition(DiGConfig.from_preset(preset))
-
-    def build_processor(self) -> Any:
-        from processing.processing_dig import DiGProcessor
-
-        return DiGProcessor()
-
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encoder(pixel_values).last_hidden_state
@@ -155,15 +152,11 @@ class CLIP4STRBench(RecognizerBench):
     }
 
     def build_model(self, preset: str) -> torch.nn.Module:
-        from modeling_clip4str.configuration_clip4str import (
-            CLIP4STR_PRESETS, CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs,
-        )
+        from modeling_clip4str.configuration_clip4str import CLIP4STRConfig, CLIP4STRDecoderConfig, build_preset_kwargs
         from modeling_clip4str.modeling_clip4str import CLIP4STRForTextRecognition
 
-        if preset in CLIP4STR_PRESETS:
-            return CLIP4STRForTextRecognition(CLIP4STRConfig.from_preset(preset))
         if preset != "tiny-test":
-            raise ValueError(f"unknown CLIP4STR preset {preset!r}")
+            return super().build_model(preset)
         # A few-layer CLIP for smoke tests: same code paths as B/16, seconds instead of minutes.
         kwargs = build_preset_kwargs(
             embed_dim=64, vision_width=64, vision_layers=2, patch_size=32, text_width=64, text_layers=2,
@@ -171,11 +164,6 @@ class CLIP4STRBench(RecognizerBench):
         )
         kwargs["decoder"] = CLIP4STRDecoderConfig(d_model=64, num_heads=2)
         return CLIP4STRForTextRecognition(CLIP4STRConfig(**kwargs))
-
-    def build_processor(self) -> Any:
-        from processing.processing_clip4str import CLIP4STRProcessor
-
-        return CLIP4STRProcessor()
 
     def _propagate_attention(self, implementation: str) -> None:
         # The character decoders' config has no PreTrainedModel of its own (see CLIP4STRForTextRecognition).

@@ -89,6 +89,31 @@ class CLIP4STRDecoderConfig(PreTrainedConfig):
             raise ValueError(f"num_classes ({self.num_classes}) cannot exceed vocab_size ({self.vocab_size}).")
 
 
+def check_parseq_layout(config: Any) -> None:
+    """Checks a PARSeq-decoder config (CLIP4STR, CLIP4STR + Adapter) and normalises its image sizes.
+
+    The token ids derive from the charset (EOS 0, characters, BOS, PAD); a mismatch would silently shift every
+    prediction. A square [n, n] image or patch is stored as n: transformers' CLIP tower (and every released model)
+    uses ints."""
+    name = type(config).__name__
+    num_chars = len(config.charset_train)
+    expected = {"eos_token_id": 0, "bos_token_id": num_chars + 1, "pad_token_id": num_chars + 2}
+    for field_name, value in expected.items():
+        if getattr(config, field_name) != value:
+            raise ValueError(
+                f"{name}.{field_name}={getattr(config, field_name)} does not match charset_train of {num_chars} "
+                f"characters (expected {value}); fix the token ids or the charset."
+            )
+    if config.decoder.vocab_size != num_chars + 3 or config.decoder.num_classes != num_chars + 1:
+        raise ValueError(
+            f"decoder.vocab_size/num_classes ({config.decoder.vocab_size}/{config.decoder.num_classes}) must be "
+            f"{num_chars + 3}/{num_chars + 1} for a {num_chars}-character charset_train."
+        )
+    for size in ("image_size", "patch_size"):
+        height, width = as_pair(getattr(config.vision_config, size), f"vision_config.{size}")
+        setattr(config.vision_config, size, height if height == width else [height, width])
+
+
 @strict
 class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     r"""
@@ -155,25 +180,7 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any):
         super().__post_init__(**kwargs)
-        # Ids derive from the charset; a mismatch would silently shift every prediction.
-        num_chars = len(self.charset_train)
-        expected = {"eos_token_id": 0, "bos_token_id": num_chars + 1, "pad_token_id": num_chars + 2}
-        for name, value in expected.items():
-            if getattr(self, name) != value:
-                raise ValueError(
-                    f"CLIP4STRConfig.{name}={getattr(self, name)} does not match charset_train of {num_chars} "
-                    f"characters (expected {value}); fix the token ids or the charset."
-                )
-        if self.decoder.vocab_size != num_chars + 3 or self.decoder.num_classes != num_chars + 1:
-            raise ValueError(
-                f"decoder.vocab_size/num_classes ({self.decoder.vocab_size}/{self.decoder.num_classes}) must be "
-                f"{num_chars + 3}/{num_chars + 1} for a {num_chars}-character charset_train."
-            )
-
-        # A square [n, n] image or patch is stored as n: transformers' CLIP tower (and every released model) uses ints.
-        for name in ("image_size", "patch_size"):
-            height, width = as_pair(getattr(self.vision_config, name), f"vision_config.{name}")
-            setattr(self.vision_config, name, height if height == width else [height, width])
+        check_parseq_layout(self)
 
     @property
     def max_label_length(self) -> int:

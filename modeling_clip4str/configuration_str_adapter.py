@@ -18,7 +18,7 @@ from .configuration_clip4str import (
     CHARSET_94,
     CLIP4STRDecoderConfig,
     SceneTextPipelinesConfigMixin,
-    as_pair,
+    check_parseq_layout,
     build_preset_kwargs,
 )
 
@@ -87,22 +87,7 @@ class STRAdapterConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
             self.block_ids = [0, 4, 8, 11]  # the original yaml's default
         self.block_ids = [int(i) for i in self.block_ids]
         super().__post_init__(**kwargs)
-        num_chars = len(self.charset_train)
-        expected = {"eos_token_id": 0, "bos_token_id": num_chars + 1, "pad_token_id": num_chars + 2}
-        for name, value in expected.items():
-            if getattr(self, name) != value:
-                raise ValueError(
-                    f"STRAdapterConfig.{name}={getattr(self, name)} does not match charset_train of {num_chars} "
-                    f"characters (expected {value}); fix the token ids or the charset."
-                )
-        if self.decoder.vocab_size != num_chars + 3 or self.decoder.num_classes != num_chars + 1:
-            raise ValueError(
-                f"decoder.vocab_size/num_classes ({self.decoder.vocab_size}/{self.decoder.num_classes}) must be "
-                f"{num_chars + 3}/{num_chars + 1} for a {num_chars}-character charset_train."
-            )
-        for name in ("image_size", "patch_size"):
-            height, width = as_pair(getattr(self.vision_config, name), f"vision_config.{name}")
-            setattr(self.vision_config, name, height if height == width else [height, width])
+        check_parseq_layout(self)
 
     def validate_architecture(self):
         if self.adapter_type not in ADAPTER_TYPES:
