@@ -18,8 +18,8 @@ from .configuration_clip4str import (
     CHARSET_94,
     CLIP4STRDecoderConfig,
     SceneTextPipelinesConfigMixin,
-    check_parseq_layout,
     build_preset_kwargs,
+    check_parseq_layout,
 )
 
 ADAPTER_TYPES = ("linear", "attention", "ladder", "linear_ladder", "ladder_pruning")

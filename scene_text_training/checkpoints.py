@@ -94,8 +94,8 @@ def newest_complete_checkpoint(
 
 __all__ = [
     "TEMP_PREFIX",
-    "publish_folder",
     "incomplete_reason",
     "newest_complete_checkpoint",
     "numbered_folders",
+    "publish_folder",
 ]

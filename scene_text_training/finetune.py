@@ -25,7 +25,15 @@ from .families import family
 from .models import build_model, data_max_label_length
 from .plots import plot_training_curves
 from .recipes import Recipe, save_recipe
-from .trainer import CURVES_FILE, RECIPE_FILE, AtomicCheckpointMixin, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
+from .trainer import (
+    CURVES_FILE,
+    RECIPE_FILE,
+    AtomicCheckpointMixin,
+    RecipeOptimizerMixin,
+    log_resume,
+    resolve_resume,
+    trainer_arguments,
+)
 
 logger = logging.getLogger(__name__)
 

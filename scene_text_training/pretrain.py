@@ -27,7 +27,6 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
-from modeling_dig.original_checkpoint import weights_only_failure
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import (
     SkipCounter,
@@ -44,7 +43,15 @@ from .collators import AugmentationEpochCallback
 from .plots import plot_training_curves
 from .reading import IMAGE_SUFFIXES
 from .recipes import Recipe, RecipeError, save_recipe
-from .trainer import CURVES_FILE, RECIPE_FILE, AtomicCheckpointMixin, RecipeOptimizerMixin, log_resume, resolve_resume, trainer_arguments
+from .trainer import (
+    CURVES_FILE,
+    RECIPE_FILE,
+    AtomicCheckpointMixin,
+    RecipeOptimizerMixin,
+    log_resume,
+    resolve_resume,
+    trainer_arguments,
+)
 
 logger = logging.getLogger(__name__)
 

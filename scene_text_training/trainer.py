@@ -175,10 +175,10 @@ def log_resume(checkpoint: str | None, recipe: Recipe) -> None:
 
 
 __all__ = [
-    "AtomicCheckpointMixin",
     "CURVES_FILE",
     "RECIPE_FILE",
     "TRAINER_CHECKPOINT_FILES",
+    "AtomicCheckpointMixin",
     "RecipeOptimizerMixin",
     "log_resume",
     "resolve_resume",

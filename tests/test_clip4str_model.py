@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import tiny_clip4str_config
+from tolerances import assert_close
 
 from modeling_clip4str import CLIP4STRConfig, CLIP4STRForTextRecognition
 from modeling_clip4str.caption_tokenizer import CaptionTokenizer
 from modeling_clip4str.modeling_clip4str import labels_to_target
 from modeling_clip4str.permutations import generate_permutations, permutation_attention_masks
-from tiny_models import tiny_clip4str_config
-from tolerances import assert_close
 
 
 def tiny_config(depth: int = 1, dropout: float = 0.1, **overrides) -> CLIP4STRConfig:

@@ -11,8 +11,8 @@ from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 
 from modeling_clip4str import CLIP4STRForTextRecognition
 from modeling_clip4str.vision_embeddings import RectangularCLIPVisionEmbeddings
-from tests.test_clip4str_model import tiny_config
 from scene_text_training.models import build_processor
+from tests.test_clip4str_model import tiny_config
 
 
 def strip_config(**vision):

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tolerances import assert_close
 
 from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.convert_pretraining import (
@@ -18,7 +19,6 @@ from modeling_dig.convert_pretraining import (
 )
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining
 from modeling_dig.original_checkpoint import load_original_checkpoint
-from tolerances import assert_close
 
 ATOL = 1e-5  # relative to each tensor's largest magnitude (tests/tolerances.py)
 TRAIN_MODE_ATOL = 5e-5

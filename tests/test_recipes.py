@@ -215,7 +215,6 @@ def test_frozen_parameters_are_left_out():
 
 def test_clip4str_decoders_train_19x_and_towers_at_base_lr():
     from modeling_clip4str import CLIP4STRForTextRecognition
-
     from scene_text_training.models import build_config
 
     config = build_config(load_recipe(CONFIGS / "quickstart_clip4str.yaml").model)

@@ -15,7 +15,13 @@ from transformers import TrainerCallback
 
 import train_ocr
 from processing.str_metrics import compute_scene_text_metrics
-from scene_text_training.evaluation import BenchmarkResult, discover_benchmarks, format_table, recognize, results_to_json
+from scene_text_training.evaluation import (
+    BenchmarkResult,
+    discover_benchmarks,
+    format_table,
+    recognize,
+    results_to_json,
+)
 from scene_text_training.finetune import run_finetune
 from scene_text_training.recipes import load_recipe
 
