@@ -28,8 +28,7 @@ from .recipes import Recipe, save_recipe
 from .trainer import (
     CURVES_FILE,
     RECIPE_FILE,
-    AtomicCheckpointMixin,
-    RecipeOptimizerMixin,
+    SceneTextTrainerMixin,
     log_resume,
     resolve_resume,
     trainer_arguments,
@@ -37,7 +36,7 @@ from .trainer import (
 
 logger = logging.getLogger(__name__)
 
-class SceneTextTrainer(AtomicCheckpointMixin, RecipeOptimizerMixin, Seq2SeqTrainer):
+class SceneTextTrainer(SceneTextTrainerMixin, Seq2SeqTrainer):
     """Seq2SeqTrainer with the originals' optimiser/schedule and a generate-only prediction step."""
 
     def prediction_step(

@@ -46,8 +46,7 @@ from .recipes import Recipe, RecipeError, save_recipe
 from .trainer import (
     CURVES_FILE,
     RECIPE_FILE,
-    AtomicCheckpointMixin,
-    RecipeOptimizerMixin,
+    SceneTextTrainerMixin,
     log_resume,
     resolve_resume,
     trainer_arguments,
@@ -291,7 +290,7 @@ class ReconstructionPictureCallback(TrainerCallback):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class DiGPreTrainer(AtomicCheckpointMixin, RecipeOptimizerMixin, Trainer):
+class DiGPreTrainer(SceneTextTrainerMixin, Trainer):
     """Trainer over DiGForPreTraining: the MoCo momentum of each optimiser step goes into the forward, and the loss
     parts (MIM, contrastive, contrastive accuracy) and the momentum join the Trainer's loss logs."""
 

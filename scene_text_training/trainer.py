@@ -106,6 +106,11 @@ class AtomicCheckpointMixin:
         self.accelerator.wait_for_everyone()
 
 
+class SceneTextTrainerMixin(AtomicCheckpointMixin, RecipeOptimizerMixin):
+    """What every trainer of this project adds to its transformers Trainer class: the recipe's optimiser and
+    schedule, and atomic checkpoints. Put it first in the bases (`class X(SceneTextTrainerMixin, Trainer)`)."""
+
+
 def trainer_arguments(recipe: Recipe, has_validation: bool) -> dict[str, Any]:
     """TrainingArguments keywords from the recipe's `train` section (CPU when no GPU, mixed precision only on GPU)."""
     train = recipe.train
@@ -175,6 +180,7 @@ def log_resume(checkpoint: str | None, recipe: Recipe) -> None:
 
 
 __all__ = [
+    "SceneTextTrainerMixin",
     "CURVES_FILE",
     "RECIPE_FILE",
     "TRAINER_CHECKPOINT_FILES",

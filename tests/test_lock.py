@@ -1,5 +1,6 @@
-"""The lock is the install: uv.lock matches pyproject.toml, and requirements-lock.txt (the same pins with hashes,
-for `pip install --require-hashes`) is exactly what uv exports from it."""
+"""The lock is the install: uv.lock matches pyproject.toml, and its two exports are exactly what uv makes of it:
+requirements-lock.txt (the pins with hashes, for `pip install --require-hashes`) and pylock.toml (the standard
+PEP 751 lock: every file with its URL, size and sha256, for any installer that reads it)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def test_requirements_lock_is_the_export_of_uv_lock():
     assert sum("==" in line for line in pins) > 100 and all(
         "--hash=sha256:" in pins[i + 1] for i, line in enumerate(pins) if "==" in line
     )
+
+
+def test_pylock_is_the_export_of_uv_lock():
+    completed = _uv("export", "--frozen", "--extra", "dev", "--no-emit-project", "--format", "pylock.toml",
+                    "--no-header")
+    assert completed.returncode == 0, completed.stderr[-1000:]
+    committed = [line for line in (REPO_ROOT / "pylock.toml").read_text().splitlines() if not line.startswith("#")]
+    assert committed == completed.stdout.splitlines(), "pylock.toml is stale: re-export it (README, Install)"
+    import tomllib
+
+    lock = tomllib.loads((REPO_ROOT / "pylock.toml").read_text())
+    versions = {package["name"]: package["version"] for package in lock["packages"]}
+    assert versions["torch"] == "2.15.0" and "transformers" in versions and len(versions) > 100
+    assert all("hashes" in wheel for package in lock["packages"] for wheel in package.get("wheels", []))
