@@ -34,7 +34,7 @@ from transformers.optimization import get_cosine_schedule_with_warmup
 from modeling_dig import DiGConfig, DiGForTextRecognition
 from modeling_dig.encoder_initialization import load_pretrained_encoder
 from processing.charsets import CHARSET_36, CharsetAdapter
-from processing.lmdb_dataset import STRLmdbDataset
+from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.processing_dig import DiGProcessor
 from processing.synthetic import build_synthetic_benchmark
 from scene_text_training.pretrain import run_pretraining

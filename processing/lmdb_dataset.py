@@ -1,4 +1,5 @@
-"""Scene-text LMDB data as `datasets.Dataset`, `datasets.IterableDataset` or a plain torch `Dataset`.
+"""Scene-text LMDB data as `datasets.Dataset` or `datasets.IterableDataset` (the lazy map-style reader that
+training uses by default is `processing.lazy_lmdb_dataset.STRLmdbDataset`).
 
 Layout (shared by DiG, PARSeq and CLIP4STR): `num-samples` (ASCII int), `image-%09d` (encoded image
 bytes) and `label-%09d` (UTF-8), 1-based. A path is either one LMDB folder or a root holding many
@@ -19,17 +20,15 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 import lmdb
-import torch
 from PIL import Image
 
-from .image_processing_scene_text import load_rgb_image
 from .labels import LABEL_CHANGED, LabelNormalizer
 from .lmdb_writer import is_unfinished_write
 
@@ -250,6 +249,11 @@ def check_image(data: bytes, mode: ImageCheck, min_image_dim: int, max_aspect_ra
                 image.load()
     except IMAGE_DECODE_ERRORS:
         return CORRUPT_IMAGE
+    return size_skip_reason(width, height, min_image_dim, max_aspect_ratio)
+
+
+def size_skip_reason(width: int, height: int, min_image_dim: int, max_aspect_ratio: float | None) -> str | None:
+    """The skip reason for an image of this size (too small, too elongated), or None."""
     if min(width, height) < max(min_image_dim, 1):
         return IMAGE_TOO_SMALL
     if max_aspect_ratio is not None and max(width / height, height / width) > max_aspect_ratio:
@@ -393,64 +397,3 @@ def stream_str_lmdb(
         features=FEATURES,
         gen_kwargs={"lmdbs": [(name, str(folder)) for name, folder in lmdbs], "record_filter": record_filter},
     )
-
-
-class STRLmdbDataset(torch.utils.data.Dataset):
-    """A map-style torch dataset over one LMDB or a root of LMDBs (PARSeq's LmdbDataset + ConcatDataset).
-
-    Labels are filtered once at construction (image headers too, with `image_check="header"`); the
-    environments are opened lazily in each process, so DataLoader workers each get their own handle.
-    Items are `{"image": transform(PIL RGB image), "label": str, "source": str}` (RGB by `load_rgb_image`).
-    """
-
-    def __init__(
-        self,
-        path_or_root: str | os.PathLike,
-        label_normalizer: LabelNormalizer | None = None,
-        transform: Callable[[Image.Image], Any] | None = None,
-        image_check: ImageCheck = "header",
-        min_image_dim: int = 2,
-        max_aspect_ratio: float | None = 25.0,
-    ) -> None:
-        self.lmdbs = find_lmdbs(path_or_root)
-        self.transform = transform
-        self.skips = SkipCounter()
-        record_filter = RecordFilter(label_normalizer, image_check, min_image_dim, max_aspect_ratio)
-        self.records: list[tuple[int, int, str]] = []  # (which LMDB, 1-based index, normalised label)
-        for lmdb_id, (name, folder) in enumerate(self.lmdbs):
-            for record in iter_lmdb_records(name, folder, record_filter, self.skips):
-                self.records.append((lmdb_id, record["index"], record["label"]))
-        self.skips.log(str(Path(path_or_root)))
-        self._envs: dict[int, lmdb.Environment] = {}
-        self._pid = os.getpid()
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_envs"] = {}  # environments never cross process boundaries
-        return state
-
-    def _env(self, lmdb_id: int) -> lmdb.Environment:
-        if self._pid != os.getpid():  # forked into a worker: the parent's handles are not ours
-            self._envs, self._pid = {}, os.getpid()
-        if lmdb_id not in self._envs:
-            self._envs[lmdb_id] = open_lmdb(self.lmdbs[lmdb_id][1])
-        return self._envs[lmdb_id]
-
-    def __getitem__(self, item: int) -> dict[str, Any]:
-        lmdb_id, index, label = self.records[item]
-        name, folder = self.lmdbs[lmdb_id]
-        with self._env(lmdb_id).begin() as txn:
-            data = txn.get(f"image-{index:09d}".encode())
-        try:
-            image = load_rgb_image(data)  # the image processor's conversion: 16-bit images scaled, not clipped
-        except IMAGE_DECODE_ERRORS as error:
-            raise ValueError(
-                f"{folder}: image-{index:09d} does not decode ({error}); build the dataset with "
-                "image_check='full' to skip such records up front"
-            ) from error
-        if self.transform is not None:
-            image = self.transform(image)
-        return {"image": image, "label": label, "source": name}

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .pretraining_views import IMAGE_SIZE, DiGPretrainingViews
+from .read_skips import SKIPPED_RECORDS, split_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class DiGPretrainingCollator:
     processes and resumed runs. Without it, a per-collator counter is used instead.
 
     Returns `pixel_values` [B,3,H,W] (original view), `augmented_pixel_values` [B,3,H,W] and
-    `bool_masked_pos` [B, num_patches] (True = masked; the augmented view is never masked).
+    `bool_masked_pos` [B, num_patches] (True = masked; the augmented view is never masked). Rows a lazy reader
+    found unusable (`skipped_record`) are left out: with `report_skips` their `(reason, key)` list goes into the
+    batch under `SKIPPED_RECORDS` for the trainer to count, without it each is logged.
     """
 
     def __init__(
@@ -70,7 +73,9 @@ class DiGPretrainingCollator:
         image_key: str = "image",
         index_key: str = "index",
         seed: int = 0,
+        report_skips: bool = False,
     ) -> None:
+        self.report_skips = report_skips
         self.views = views if views is not None else DiGPretrainingViews(IMAGE_SIZE)
         if mask_generator is None:
             height, width = self.views.image_size
@@ -96,9 +101,10 @@ class DiGPretrainingCollator:
             return example[self.image_key], (int(index) if index is not None else -1)
         return example, -1
 
-    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
         if len(examples) == 0:
             raise ValueError("DiGPretrainingCollator got an empty batch")
+        examples, skipped = split_skipped(examples)
         originals, augmenteds, masks = [], [], []
         call = self._calls
         self._calls += 1
@@ -114,8 +120,14 @@ class DiGPretrainingCollator:
             originals.append(original)
             augmenteds.append(augmented)
             masks.append(self.mask_generator(generator=generator))
-        return {
+        batch: dict[str, Any] = {
             "pixel_values": torch.stack(originals),
             "augmented_pixel_values": torch.stack(augmenteds),
             "bool_masked_pos": torch.stack(masks),
         }
+        if self.report_skips:
+            batch[SKIPPED_RECORDS] = skipped
+        else:
+            for reason, key in skipped:
+                logger.warning("skipped %s when reading it: %s", key, reason)
+        return batch

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from processing.augmentation import sample_rng
 from processing.image_processing_scene_text import to_rgb_pil
+from processing.read_skips import SKIPPED_RECORDS, is_skipped, split_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +28,31 @@ class SceneTextCollator:
     """Applies `augment` (PIL -> PIL, training only) to each image, then `processor(images=..., text=...)`.
 
     Returns `pixel_values` [B, 3, H, W] and `labels` [B, T] (token ids then EOS, padded with -100), the keys the
-    recognizers' `forward` and `generate` take.
+    recognizers' `forward` and `generate` take. Rows a lazy reader found unusable (`skipped_record` markers) are
+    left out; with `report_skips` their `(reason, key)` list travels in the batch under `SKIPPED_RECORDS` for the
+    trainer to count (pop it before calling the model yourself), without it each one is logged by the worker.
     """
 
     processor: Any
     augment: Callable[[Any], Any] | None = None
     image_column: str = "image"
     label_column: str = "label"
+    report_skips: bool = False
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        rows, skipped = split_skipped(rows)
         images = [row[self.image_column] for row in rows]
         if self.augment is not None:
             images = [self.augment(image) for image in images]
         texts = [row[self.label_column] for row in rows]
         batch = self.processor(images=images, text=texts, return_tensors="pt")
-        return {"pixel_values": batch["pixel_values"], "labels": batch["labels"]}
+        out: dict[str, Any] = {"pixel_values": batch["pixel_values"], "labels": batch["labels"]}
+        if self.report_skips:
+            out[SKIPPED_RECORDS] = skipped
+        else:
+            for reason, key in skipped:
+                logger.warning("skipped %s when reading it: %s", key, reason)
+        return out
 
 
 def augment_transform(augment: Callable[[Any], Any], image_column: str = "image") -> Callable[[dict], dict]:
@@ -78,6 +89,8 @@ class SeededAugmentedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.dataset[index])
+        if is_skipped(row):
+            return row
         rng = sample_rng(self.seed, self.epoch, int(index))
         row[self.image_column] = self.augment(to_rgb_pil(row[self.image_column]), rng=rng)
         return row

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
+import torch
 
 from processing.charsets import CHARSET_36, CHARSET_94
 from processing.labels import LabelNormalizer
+from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.lmdb_dataset import find_lmdbs, load_str_lmdb, open_lmdb, read_num_samples
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,9 @@ def count_records(path: str | Path) -> int:
     return total
 
 
+READERS = ("lazy", "arrow")
+
+
 def load_lmdb_split(
     paths: Sequence[str | Path],
     max_label_length: int = 25,
@@ -32,24 +38,40 @@ def load_lmdb_split(
     evaluation: bool = False,
     cased: bool = True,
     cache_dir: str | None = None,
-) -> tuple[datasets.Dataset, int]:
+    reader: str = "lazy",
+) -> tuple[torch.utils.data.Dataset | datasets.Dataset, int]:
     """Concatenate the LMDBs at `paths` into one dataset (image, label, source) and count the skipped records.
 
     Labels follow PARSeq's pipeline: whitespace removed, NFKD -> ASCII, longer than `max_label_length` skipped,
     characters outside the charset removed, empty labels skipped. Training keeps the 94-char charset; evaluation
-    uses the 36-char test charset (lower-cased) unless `cased`. The skip count is num-samples minus the kept
-    records, so it is right even when the Arrow cache is reused (the reasons were logged when it was built).
-    `cache_dir`: where the Arrow cache goes (None: the `datasets` default).
+    uses the 36-char test charset (lower-cased) unless `cased`.
+
+    `reader="lazy"` (default): `STRLmdbDataset`, no copy; only labels are read here (a cached label index), images
+    are checked when read and unusable ones are counted then (processing/read_skips.py); the count returned is
+    the label skips. `reader="arrow"`: the whole split is copied into an Arrow dataset first (`datasets`
+    features: `map`, shuffling buffers, `push_to_hub`), every image checked up front; the count is num-samples
+    minus the kept records, right even when the Arrow cache is reused. `cache_dir`: where the Arrow cache or the
+    label indexes go (None: the `datasets` default).
     """
     if not paths:
         raise ValueError("no LMDB paths given for this split (set data.train / data.val / evaluate.data)")
+    if reader not in READERS:
+        raise ValueError(f"data.reader must be one of {list(READERS)}, got {reader!r}")
     charset = CHARSET_94 if (cased or not evaluation) else CHARSET_36
     normalizer = LabelNormalizer(charset=charset, max_label_length=max_label_length)
+    if reader == "lazy":
+        index_dir = Path(cache_dir) / "str_lmdb_index" if cache_dir is not None else None
+        lazy = [STRLmdbDataset(path, label_normalizer=normalizer, index_dir=index_dir) for path in paths]
+        skipped = sum(part.label_skips.total for part in lazy)
+        dataset: Any = lazy[0] if len(lazy) == 1 else torch.utils.data.ConcatDataset(lazy)
+        if max_samples is not None and max_samples < len(dataset):
+            dataset = torch.utils.data.Subset(dataset, range(max_samples))
+        return dataset, skipped
     parts = [load_str_lmdb(path, label_normalizer=normalizer, cache_dir=cache_dir) for path in paths]
-    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    skipped = sum(count_records(path) for path in paths) - len(dataset)
-    if len(dataset) == 0:
+    arrow = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    skipped = sum(count_records(path) for path in paths) - len(arrow)
+    if len(arrow) == 0:
         raise ValueError(f"every record of {list(map(str, paths))} was skipped (see the log for the reasons)")
-    if max_samples is not None and max_samples < len(dataset):
-        dataset = dataset.select(range(max_samples))
-    return dataset, skipped
+    if max_samples is not None and max_samples < len(arrow):
+        arrow = arrow.select(range(max_samples))
+    return arrow, skipped

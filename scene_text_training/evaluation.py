@@ -187,6 +187,7 @@ def evaluate_benchmarks(
 ) -> dict[str, BenchmarkResult]:
     """Score every benchmark (name -> LMDB folder); skipped records are counted, not scored."""
     from processing.lmdb_dataset import NoUsableRecordsError
+    from processing.read_skips import SKIP_REASON, ReadSkipTally, is_skipped
 
     from .data import load_lmdb_split
 
@@ -200,11 +201,28 @@ def evaluate_benchmarks(
             logger.warning("%s: 0 usable samples, not scored: %s", name, error)
             results[name] = BenchmarkResult.unusable(skipped=error.skips.seen)
             continue
-        references = list(dataset["label"])
+        references: list[str] = []
+        read_skips = ReadSkipTally("eval")
+
+        def images(dataset: Any = dataset) -> Any:
+            """The usable images in order, their labels into `references`; unusable ones counted (lazy reader)."""
+            for position in range(len(dataset)):
+                row = dataset[position]
+                if is_skipped(row):
+                    read_skips.add([(row[SKIP_REASON], row["key"])])
+                    continue
+                references.append(row["label"])
+                yield row["image"]
+
         texts, confidences = recognize(
-            model, processor, (row["image"] for row in dataset), batch_size=batch_size, num_beams=num_beams,
+            model, processor, images(), batch_size=batch_size, num_beams=num_beams,
             total=len(dataset), desc=name, disable_tqdm=disable_tqdm, normalization=normalization,
         )
+        skipped += read_skips.report(name)
+        if not references:
+            logger.warning("%s: every record was unusable when read, not scored", name)
+            results[name] = BenchmarkResult.unusable(skipped=skipped)
+            continue
         result = score_predictions(texts, references, confidences, cased=cased)
         result.skipped = skipped
         result.examples = [{"label": r, "prediction": t, "confidence": c}

@@ -51,6 +51,7 @@ class SceneTextTrainer(SceneTextTrainerMixin, Seq2SeqTrainer):
         its logits give the ids, as the original scores validation accuracy from them (PARSeq's `_eval_step`), so
         each batch is decoded once.
         """
+        inputs = self.without_read_skips(inputs, "eval")
         if prediction_loss_only or not self.args.predict_with_generate:
             return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
@@ -121,10 +122,12 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     model, processor = build_model(recipe.model)
     max_len = data_max_label_length(recipe.data.max_label_length, model.config, processor.tokenizer)
     with args.main_process_first(desc="reading LMDBs"):
-        train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples)
+        train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples,
+                                                   reader=recipe.data.reader)
         val_set = None
         if recipe.data.val:
-            val_set, _ = load_lmdb_split(recipe.data.val, max_len, recipe.data.max_val_samples)
+            val_set, _ = load_lmdb_split(recipe.data.val, max_len, recipe.data.max_val_samples,
+                                         reader=recipe.data.reader)
     logger.info("training on %d samples (%d skipped), validating on %s", len(train_set), train_skipped,
                 len(val_set) if val_set is not None else "nothing")
     augment = build_augmentation(recipe.data.augment, seed=recipe.train.seed)
@@ -138,7 +141,7 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=SceneTextCollator(processor),
+        data_collator=SceneTextCollator(processor, report_skips=True),
         processing_class=processor,
         compute_metrics=make_compute_metrics(processor.tokenizer),
         optim_recipe=recipe.optim,

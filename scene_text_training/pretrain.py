@@ -29,15 +29,18 @@ from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule, patchify, unpatchify
 from processing.image_processing_scene_text import load_rgb_image
 from processing.lmdb_dataset import (
-    SkipCounter,
-    check_image,
+    CORRUPT_IMAGE,
+    IMAGE_DECODE_ERRORS,
+    MISSING_KEY,
     find_lmdbs,
     lmdb_folders,
     open_lmdb,
     read_num_samples,
+    size_skip_reason,
 )
 from processing.masking import DiGMaskGenerator, DiGPretrainingCollator
 from processing.pretraining_views import DiGPretrainingViews
+from processing.read_skips import SKIPPED_RECORDS, skipped_record
 
 from .collators import AugmentationEpochCallback
 from .plots import plot_training_curves
@@ -88,30 +91,34 @@ class PretrainResult:
 class PretrainImageDataset(torch.utils.data.Dataset):
     """Images for pre-training; items are `{"image": PIL RGB, "index": i}` (the index seeds mask and augmentation).
 
-    LMDB records only need `image-%09d` (labels are ignored, so unlabeled LMDBs work); undecodable or
-    degenerate images are screened at start-up and skipped with a logged count.
+    Lazy, like fine-tuning's reader: an LMDB contributes records 1..num-samples without reading any of them
+    (labels are ignored, so unlabeled LMDBs work) and an image folder its sorted file list, so start-up takes the
+    same time for 15.8M images as for 30k. An image is checked when it is read: one that does not decode, or
+    (unless `image_check="none"`) is under 2 px or more elongated than 25:1, comes back as a `skipped_record`
+    that the collator drops and the trainer counts (processing/read_skips.py).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], image_check: str = "header", max_samples: int | None = None):
         if not paths:
             raise ValueError("no pre-training data: set data.train to LMDB folders/roots or image folders")
-        # py-lmdb hands a re-opened path the closed handle of an earlier `with`: keep one open handle per LMDB.
+        if image_check not in ("none", "header", "full"):
+            raise ValueError(f"pretrain.image_check must be none, header or full, got {image_check!r}")
+        self.check_size = image_check != "none"
         self._envs: dict[int, Any] = {}
         self._pid = os.getpid()
         self.sources: list[tuple[str, Path]] = []  # ("lmdb"|"file", folder or file)
-        self.records: list[tuple[int, int | None]] = []  # (source id, 1-based LMDB index or None for files)
-        self.skips = SkipCounter()
+        source_ids, numbers = [], []  # per source: (source id, 1-based LMDB numbers or 0 for a file)
         for path in paths:
-            self._add(Path(path), image_check)
-            if max_samples is not None and len(self.records) >= max_samples:
-                break
+            for source_id, count in self._add(Path(path)):
+                source_ids.append(np.full(count, source_id, dtype=np.uint32))
+                numbers.append(np.arange(1, count + 1, dtype=np.uint32) if self.sources[source_id][0] == "lmdb"
+                               else np.zeros(count, dtype=np.uint32))
+        self._source_ids, self._numbers = np.concatenate(source_ids), np.concatenate(numbers)
         if max_samples is not None:
-            self.records = self.records[:max_samples]
-        self.skips.log("pre-training data")
-        if not self.records:
-            raise ValueError(f"no usable image in {list(map(str, paths))} ({self.skips.report()})")
+            self._source_ids, self._numbers = self._source_ids[:max_samples], self._numbers[:max_samples]
+        logger.info("pre-training on %d images from %d sources", len(self), len(self.sources))
 
-    def _add(self, path: Path, image_check: str) -> None:
+    def _add(self, path: Path) -> list[tuple[int, int]]:
         if not path.exists():
             raise FileNotFoundError(f"pre-training data {path} does not exist")
         if path.is_dir() and not lmdb_folders(path):  # an image folder (unfinished LMDB writes do not count)
@@ -123,25 +130,21 @@ class PretrainImageDataset(torch.utils.data.Dataset):
                 raise FileNotFoundError(
                     f"{path} holds neither an LMDB (data.mdb) nor images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
+            added = []
             for file in files:
                 self.sources.append(("file", file))
-                self.records.append((len(self.sources) - 1, None))
-            return
-        for name, folder in find_lmdbs(path):
+                added.append((len(self.sources) - 1, 1))
+            return added
+        added = []
+        for _, folder in find_lmdbs(path):
             self.sources.append(("lmdb", folder))
             source_id = len(self.sources) - 1
             with self._env(source_id).begin() as txn:
-                for index in range(1, read_num_samples(txn, folder) + 1):
-                    self.skips.seen += 1
-                    data = txn.get(f"image-{index:09d}".encode())
-                    reason = "missing_image" if data is None else check_image(data, image_check, 2, 25.0)
-                    if reason is not None:
-                        self.skips.add(reason, f"{name}:{index}")
-                        continue
-                    self.records.append((source_id, index))
+                added.append((source_id, read_num_samples(txn, folder)))
+        return added
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._numbers)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -156,22 +159,23 @@ class PretrainImageDataset(torch.utils.data.Dataset):
         return self._envs[source_id]
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        source_id, index = self.records[item]
+        source_id, number = int(self._source_ids[item]), int(self._numbers[item])
         kind, location = self.sources[source_id]
+        key = str(location) if kind == "file" else f"{location.name}:{number}"
         if kind == "file":
-            try:
-                image = load_rgb_image(location)
-            except Exception as error:
-                raise ValueError(f"{location} does not decode ({error}); remove or fix the file") from error
-            return {"image": image, "index": item}
-        with self._env(source_id).begin() as txn:
-            data = txn.get(f"image-{index:09d}".encode())
+            data: Any = location
+        else:
+            with self._env(source_id).begin() as txn:
+                data = txn.get(f"image-{number:09d}".encode())
+            if data is None:
+                return skipped_record(MISSING_KEY, key)
         try:
             image = load_rgb_image(data)
-        except Exception as error:
-            raise ValueError(
-                f"{location}: image-{index:09d} does not decode ({error}); use image_check='full' to skip such records"
-            ) from error
+        except IMAGE_DECODE_ERRORS:
+            return skipped_record(CORRUPT_IMAGE, key)
+        reason = size_skip_reason(image.width, image.height, 2, 25.0) if self.check_size else None
+        if reason is not None:
+            return skipped_record(reason, key)
         return {"image": image, "index": item}
 
 
@@ -185,7 +189,8 @@ def build_collator(config: DiGPreTrainingConfig, recipe: Recipe) -> DiGPretraini
         std=config.image_std,
     )
     return DiGPretrainingCollator(
-        views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.train.seed
+        views, DiGMaskGenerator(config.encoder.grid_size, config.mask_ratio), seed=recipe.train.seed,
+        report_skips=True,
     )
 
 
@@ -380,6 +385,7 @@ def run_pretraining(
     collator = build_collator(model.config, recipe)
     # Fixed pictures: the first images with their epoch-0 masks.
     shown = collator([dataset[i] for i in range(min(recipe.pretrain.num_visualize, len(dataset)))])
+    shown.pop(SKIPPED_RECORDS)
     pictures = ReconstructionPictureCallback(shown, output_dir / RECONSTRUCTIONS_DIR, recipe.train.eval_steps)
     trainer = DiGPreTrainer(
         model=model,

@@ -87,6 +87,12 @@ class DataRecipe:
         default_factory=list,
     )
     val: list[str] = _doc("validation LMDB roots or LMDB folders (accuracy during training)", default_factory=list)
+    reader: str = _doc(
+        "'lazy': read the LMDB records as training asks for them (no copy; only labels are scanned, once, and the "
+        "scan is cached); 'arrow': copy every split into an Arrow dataset first, every image checked up front "
+        "(for `datasets` features)",
+        default="lazy",
+    )
     augment: str = _doc("training augmentation: 'dig' (ABINet-style), 'parseq' (RandAugment) or 'none'", default="none")
     max_label_length: int | None = _doc(
         "labels longer than this many characters (EOS not counted) are skipped (counted, logged); null = the "
@@ -205,7 +211,11 @@ class PretrainRecipe:
     num_visualize: int = _doc(
         "samples in each reconstruction picture (written every train.eval_steps and at the end)", default=4, minimum=1
     )
-    image_check: str = _doc("bad-image screening of LMDB records at start-up: none / header / full", default="header")
+    image_check: str = _doc(
+        "images are checked when read (nothing is screened at start-up): an undecodable one is always skipped and "
+        "counted; 'header' / 'full' also skip those under 2 px or more elongated than 25:1, 'none' keeps them",
+        default="header",
+    )
 
 
 @dataclass

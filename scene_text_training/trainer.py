@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
+
+from processing.read_skips import SKIPPED_RECORDS, ReadSkipTally
 
 from .checkpoints import TEMP_PREFIX, incomplete_reason, newest_complete_checkpoint, publish_folder
 from .optim import build_optimizer, build_scheduler, scaled_learning_rate
@@ -106,9 +109,50 @@ class AtomicCheckpointMixin:
         self.accelerator.wait_for_everyone()
 
 
-class SceneTextTrainerMixin(AtomicCheckpointMixin, RecipeOptimizerMixin):
+class ReadSkipsMixin:
+    """Trainer mixin: counts the records the lazy reader found unusable when reading them (they travel in the
+    batches, processing/read_skips.py) and reports them, summed over workers and processes, at the end of every
+    epoch (`train_skipped_on_read` in the log history) and of every evaluation (`eval_skipped_on_read`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_skips = {"train": ReadSkipTally("train"), "eval": ReadSkipTally("eval")}
+        self.add_callback(_ReadSkipsEpochReport(self))
+
+    def without_read_skips(self, inputs: dict[str, Any], phase: str) -> dict[str, Any]:
+        """`inputs` minus the batch's skipped-record list, which is added to `phase`'s tally."""
+        if SKIPPED_RECORDS in inputs:
+            inputs = dict(inputs)
+            self.read_skips[phase].add(inputs.pop(SKIPPED_RECORDS))
+        return inputs
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return super().training_step(model, self.without_read_skips(inputs, "train"), *args, **kwargs)
+
+    def evaluate(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> dict[str, float]:
+        metrics = super().evaluate(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        skipped = self.read_skips["eval"].report(f"evaluation at step {self.state.global_step}")
+        if skipped:
+            metrics[f"{metric_key_prefix}_skipped_on_read"] = skipped
+            self.log({f"{metric_key_prefix}_skipped_on_read": skipped})
+        return metrics
+
+
+class _ReadSkipsEpochReport(TrainerCallback):
+    def __init__(self, trainer: ReadSkipsMixin) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        skipped = self.trainer.read_skips["train"].report(f"training epoch {math.ceil(state.epoch - 1e-9)}")
+        if skipped:
+            self.trainer.log({"train_skipped_on_read": skipped})
+        return control
+
+
+class SceneTextTrainerMixin(ReadSkipsMixin, AtomicCheckpointMixin, RecipeOptimizerMixin):
     """What every trainer of this project adds to its transformers Trainer class: the recipe's optimiser and
-    schedule, and atomic checkpoints. Put it first in the bases (`class X(SceneTextTrainerMixin, Trainer)`)."""
+    schedule, atomic checkpoints and the count of records skipped when read. Put it first in the bases
+    (`class X(SceneTextTrainerMixin, Trainer)`)."""
 
 
 def trainer_arguments(recipe: Recipe, has_validation: bool) -> dict[str, Any]:
@@ -185,6 +229,7 @@ __all__ = [
     "RECIPE_FILE",
     "TRAINER_CHECKPOINT_FILES",
     "AtomicCheckpointMixin",
+    "ReadSkipsMixin",
     "RecipeOptimizerMixin",
     "log_resume",
     "resolve_resume",

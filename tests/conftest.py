@@ -36,3 +36,11 @@ def clip4str_fixtures() -> Path:
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_datasets_cache(tmp_path_factory, monkeypatch):
+    """Arrow caches and label indexes the tests make go to a temporary folder, never the user's cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "datasets-cache")

@@ -15,7 +15,8 @@ from PIL import Image
 
 from processing.augmentation import DiGTrainAugment, PARSeqRandAugment
 from processing.image_processing_scene_text import load_rgb_image
-from processing.lmdb_dataset import STRLmdbDataset, load_str_lmdb
+from processing.lazy_lmdb_dataset import STRLmdbDataset
+from processing.lmdb_dataset import load_str_lmdb
 from processing.lmdb_writer import write_str_lmdb
 from processing.pipeline_scene_text import SceneTextRecognitionPipeline
 from processing.processing_dig import DiGProcessor
@@ -83,7 +84,7 @@ def test_every_path_sees_the_same_pixels_for_every_mode(images, tmp_path):
     datasets_rows = load_str_lmdb(tmp_path / "db", cache_dir=str(tmp_path / "cache"))
     identity = DiGTrainAugment(0, geometry_p=0.0, deterioration_p=0.0, color_p=0.0)
     augmented_rows = datasets_rows.with_transform(augment_transform(identity))
-    torch_rows = STRLmdbDataset(tmp_path / "db", image_check="full")
+    torch_rows = STRLmdbDataset(tmp_path / "db")
     pretrain_lmdb = PretrainImageDataset([tmp_path / "db"])
     pretrain_files = PretrainImageDataset([files])
     never = PARSeqRandAugment(0, p=0.0)

@@ -27,11 +27,11 @@ from processing.lmdb_dataset import (
     MISSING_KEY,
     NoUsableRecordsError,
     SkipCounter,
-    STRLmdbDataset,
     find_lmdbs,
     load_str_lmdb,
     stream_str_lmdb,
 )
+from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.lmdb_writer import read_labels_file, write_lmdb_from_dataset, write_lmdb_from_folder, write_str_lmdb
 
 
@@ -95,9 +95,18 @@ def test_skips_are_counted_by_reason_never_substituted(tmp_path):
     assert "skipped 8 records" in skips.report()
     # the same filter for the streaming and the torch readers
     assert [row["label"] for row in stream_str_lmdb(tmp_path / "bad", LabelNormalizer())] == ["good", "fine"]
-    torch_ds = STRLmdbDataset(tmp_path / "bad", LabelNormalizer(), image_check="full")
-    assert [torch_ds[i]["label"] for i in range(len(torch_ds))] == ["good", "fine"]
-    assert torch_ds.skips.total == 8
+    # the lazy reader: label skips known up front (no image read), image skips marked where they are when read
+    torch_ds = STRLmdbDataset(tmp_path / "bad", LabelNormalizer())
+    assert dict(torch_ds.label_skips.counts) == {
+        "label_too_long": 1, "empty_after_normalisation": 1, MISSING_KEY: 2, LABEL_NOT_UTF8: 1
+    }
+    assert torch_ds.label_skips.examples[MISSING_KEY] == ["bad:8", "bad:10"]
+    rows = [torch_ds[i] for i in range(len(torch_ds))]
+    assert [row.get("label", row.get("skip_reason")) for row in rows] == [
+        "good", CORRUPT_IMAGE, IMAGE_TOO_SMALL, EXTREME_ASPECT_RATIO, "fine"
+    ]
+    assert [row["key"] for row in rows] == ["bad:1", "bad:3", "bad:4", "bad:6", "bad:7"]
+    assert torch_ds.label_skips.total + sum("skip_reason" in row for row in rows) == 8
     relaxed = load_str_lmdb(tmp_path / "bad", LabelNormalizer(), max_aspect_ratio=None, cache_dir=str(tmp_path / "c2"))
     assert relaxed["label"] == ["good", "wide", "fine"]
 
@@ -113,7 +122,8 @@ def test_labels_altered_by_folding_or_the_charset_are_counted_as_label_changed(t
     assert skips.total == 1 and dict(skips.counts) == {"empty_after_normalisation": 1}  # edits are not skips
     assert "label_changed: 2" in skips.report()
     torch_ds = STRLmdbDataset(tmp_path / "db", LabelNormalizer(charset=CHARSET_36))
-    assert dict(torch_ds.skips.edits) == {"label_changed": 2}
+    assert dict(torch_ds.label_skips.edits) == {"label_changed": 2}
+    assert [torch_ds[i]["label"] for i in range(len(torch_ds))] == ["plain", "cafe", "dont", "ok"]
 
 
 def test_an_lmdb_without_usable_records_is_a_clear_error_with_the_reasons(tmp_path):

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule
 from scene_text_training.optim import build_optimizer, scaled_learning_rate
-from scene_text_training.pretrain import PretrainImageDataset, build_pretraining_config, run_pretraining
+from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
+from scene_text_training.pretrain import PretrainImageDataset, build_collator, build_pretraining_config, run_pretraining
 from scene_text_training.recipes import Recipe, RecipeError, load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -231,8 +232,11 @@ def test_image_folder_and_unlabeled_lmdb(tmp_path):
         txn.put(b"num-samples", b"3")
     env.close()
     dataset = PretrainImageDataset([folder, lmdb_dir])
-    assert len(dataset) == 5 and dataset.skips.total == 1
+    assert len(dataset) == 6  # lazy: nothing is read at start-up
     assert dataset[4]["index"] == 4 and dataset[4]["image"].size == (100, 32)
+    assert dataset[5] == {"skip_reason": "corrupt_image", "key": "unlabeled:3"}  # marked when read, never replaced
+    batch = build_collator(DiGPreTrainingConfig.from_preset("tiny-test"), Recipe())([dataset[i] for i in range(6)])
+    assert batch["pixel_values"].shape[0] == 5 and batch["skipped_records"] == [("corrupt_image", "unlabeled:3")]
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither an LMDB"):
         PretrainImageDataset([tmp_path / "empty"])

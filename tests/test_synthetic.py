@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from processing.charsets import CHARSET_36, CHARSET_94
-from processing.lmdb_dataset import STRLmdbDataset, open_lmdb
+from processing.lazy_lmdb_dataset import STRLmdbDataset
+from processing.lmdb_dataset import open_lmdb
 from processing.synthetic import (
     DIFFICULTIES,
     TEX_FONTS,
@@ -76,9 +77,9 @@ def test_benchmark_layout_determinism_and_held_out_words(tmp_path):
     assert all((p / "data.mdb").is_file() for p in paths.values())
     train = STRLmdbDataset(paths["train"])
     test = STRLmdbDataset(paths["test"])
-    assert len(train) == 40 and len(test) == 12 and train.skips.total == 0
-    train_words = {record[2].lower() for record in train.records}
-    assert not train_words & {record[2].lower() for record in test.records}  # unseen words
+    assert len(train) == 40 and len(test) == 12 and train.label_skips.total == 0
+    train_words = {train.label(i).lower() for i in range(len(train))}
+    assert not train_words & {test.label(i).lower() for i in range(len(test))}  # unseen words
     build_synthetic_benchmark(tmp_path / "b", num_train=40, num_val=8, num_test=12, seed=3, num_workers=0)
     for split in ("train", "val", "test"):
         assert lmdb_records(tmp_path / "a" / split / "synth") == lmdb_records(tmp_path / "b" / split / "synth")

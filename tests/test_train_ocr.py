@@ -90,8 +90,9 @@ def test_evaluate_json_schema_and_values(trained, synth, tmp_path, capsys):
     model, processor, model_type = load_saved(trained)
     assert model_type == "dig"
     dataset, _ = load_lmdb_split([synth / "test"], evaluation=True, cased=True, max_samples=5)
-    texts, confidences = recognize(model, processor, list(dataset["image"]), batch_size=3, disable_tqdm=True)
-    expected = compute_scene_text_metrics(texts, list(dataset["label"]), confidences)
+    rows = [dataset[i] for i in range(len(dataset))]
+    texts, confidences = recognize(model, processor, [row["image"] for row in rows], batch_size=3, disable_tqdm=True)
+    expected = compute_scene_text_metrics(texts, [row["label"] for row in rows], confidences)
     got = results["benchmarks"]["test/synth"]
     for key in ("accuracy", "accuracy_cased", "one_minus_ned", "confidence"):
         assert got[key] == pytest.approx(expected[key], abs=1e-9), key

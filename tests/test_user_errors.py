@@ -90,7 +90,7 @@ def test_pipeline_errors_name_the_input(tmp_path):
     config = DiGConfig.from_preset("tiny-test")
     DiGForTextRecognition(config).save_pretrained(tmp_path / "model")
     build_processor("dig", config).save_pretrained(tmp_path / "model")
-    pipe = pipeline("image-to-text", model=str(tmp_path / "model"))
+    pipe = pipeline("image-text-to-text", model=str(tmp_path / "model"))
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((32, 100, 3), np.uint8)).save(buffer, format="PNG")
     truncated = tmp_path / "word_17.png"
