@@ -48,12 +48,12 @@ def bench_onnx(report: Report, bench: Any, pixel_values: torch.Tensor, batch_siz
             warmup, repeats = timing_for(batch_size)
             reference = _texts_torch(bench, batch)
             report.add(row("onnx", bench.name, batch_size, "pytorch", bench.attention,
-                           measure(lambda: _texts_torch(bench, batch), warmup=warmup, repeats=repeats)))
+                           measure(lambda b=batch: _texts_torch(bench, b), warmup=warmup, repeats=repeats)))
             array = batch.float().numpy()
             for mode, recognizer in runtimes.items():
                 texts = recognizer.decode(array)[0]
                 same = sum(a == b for a, b in zip(texts, reference)) / len(reference)
-                timing = measure(lambda r=recognizer: r.decode(array), warmup=warmup, repeats=repeats)
+                timing = measure(lambda r=recognizer, a=array: r.decode(a), warmup=warmup, repeats=repeats)
                 report.add(row("onnx", bench.name, batch_size, mode, None, timing, strings_identical_rate=same,
                                onnx_threads=threads))
 

@@ -14,10 +14,10 @@ from tolerances import assert_close
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-import train_ocr  # noqa: E402
-from scene_text_training import onnx_export  # noqa: E402
-from scene_text_training.onnx_export import MANIFEST, export_onnx  # noqa: E402
-from scene_text_training.onnx_runtime import OnnxRecognizer  # noqa: E402
+import train_ocr
+from scene_text_training import onnx_export
+from scene_text_training.onnx_export import MANIFEST, export_onnx
+from scene_text_training.onnx_runtime import OnnxRecognizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning",
                                         "ignore::FutureWarning")
