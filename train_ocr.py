@@ -3,6 +3,8 @@
     train_ocr finetune --config dig_small_finetune data.train=[/data/train] data.val=[/data/val]
     train_ocr evaluate --model outputs/dig --data /data/test --cased --output results.json
     train_ocr read --model outputs/dig word1.png images/
+    train_ocr export --model outputs/dig --output outputs/dig-onnx [--quantize int8]
+    train_ocr read --model outputs/dig-onnx --runtime onnx word1.png      # onnxruntime on CPU
     train_ocr pretrain --config dig_small_pretrain
     train_ocr quickstart                   # synthetic data -> fine-tune -> evaluate -> read, on CPU
 
@@ -74,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
 
+    def runtime_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                         help="torch (default) or onnx: --model is then a `train_ocr export` folder, run with "
+                              "onnxruntime on CPU")
+        sub.add_argument("--precision", choices=["fp32", "int8"], default=None,
+                         help="--runtime onnx: which graphs (default: int8 if exported with --quantize int8)")
+        sub.add_argument("--threads", type=positive_int, default=None,
+                         help="--runtime onnx: onnxruntime intra-op threads (default: onnxruntime's)")
+
     def recipe_args(sub: argparse.ArgumentParser, required: bool) -> None:
         sub.add_argument("--config", required=required, help="recipe YAML: a path or a name in configs/")
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -108,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--normalization", help="image normalisation preset (CLIP4STR: clip | test); default: as saved")
     sub.add_argument("--trust-remote-code", action="store_true", default=None,
                      help=TRUST_REMOTE_CODE_HELP + " (evaluate.trust_remote_code)")
+    runtime_args(sub)
     recipe_args(sub, required=False)
 
     sub = commands.add_parser("read", help="read text from image files or folders")
@@ -119,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--pipeline", action="store_true", help='go through pipeline("image-to-text") instead of '
                                                              "model.generate")
     sub.add_argument("--output", help="also write the results as JSON here")
+    runtime_args(sub)
+
+    sub = commands.add_parser("export", help="export a saved model to ONNX (graphs + processor + manifest)",
+                              description="Writes the encoder, decoding-step and (CLIP4STR) caption/cross graphs, "
+                                          "checked against PyTorch, with config.json, the processor files and "
+                                          "onnx_export.json; the folder appears only when complete. Read it with "
+                                          "`train_ocr read --runtime onnx`.")
+    sub.add_argument("--model", required=True, help="saved model folder (DiG, CLIP4STR or CLIP4STR + Adapter)")
+    sub.add_argument("--output", required=True, help="export folder to write")
+    sub.add_argument("--quantize", choices=["int8"], default=None,
+                     help="also write int8 graphs (dynamic quantization of MatMul/Gemm weights); default: none")
 
     sub = commands.add_parser("quickstart", help="synthetic data -> fine-tune -> evaluate -> read, on CPU",
                               formatter_class=raw, epilog=_recipe_help(),
@@ -171,8 +194,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     output = ev.output or str(Path(model_dir) / "results.json")
     run_evaluate(model_dir, ev.data, batch_size=ev.batch_size, cased=ev.cased, num_beams=ev.num_beams,
                  output=output, max_samples=ev.max_samples, normalization=ev.normalization,
-                 trust_remote_code=ev.trust_remote_code)
+                 trust_remote_code=ev.trust_remote_code, **_onnx_options(args))
     return 0
+
+
+def _onnx_options(args: argparse.Namespace) -> dict:
+    """run_evaluate's runtime keywords; --precision / --threads only mean something with --runtime onnx."""
+    if args.runtime != "onnx":
+        if args.precision is not None or args.threads is not None:
+            raise ValueError("--precision and --threads apply to --runtime onnx only")
+        return {}
+    return {"runtime": "onnx", "precision": args.precision, "threads": args.threads}
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -180,8 +212,19 @@ def cmd_read(args: argparse.Namespace) -> int:
     from scene_text_training.models import load_saved
     from scene_text_training.reading import collect_images, read_images, read_with_pipeline
 
+    options = _onnx_options(args)
+    if options:
+        from scene_text_training.onnx_runtime import read_images_onnx, read_manifest
+
+        if args.pipeline or args.num_beams != 1 or args.trust_remote_code:
+            raise ValueError("--runtime onnx decodes greedily with its own loop: drop --pipeline, --num-beams and "
+                             "--trust-remote-code")
+        read_manifest(args.model)  # a model folder instead of an export is reported before any image is read
     paths = collect_images(args.images)
-    if args.pipeline:
+    if options:
+        results = read_images_onnx(args.model, paths, batch_size=args.batch_size, threads=options["threads"],
+                                   precision=options["precision"])
+    elif args.pipeline:
         results = read_with_pipeline(args.model, paths, device=default_device(),
                                      trust_remote_code=args.trust_remote_code)
     else:
@@ -193,6 +236,14 @@ def cmd_read(args: argparse.Namespace) -> int:
         print(f"{row['file']}\t{row['text']}\t{confidence}")
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from scene_text_training.onnx_export import export_onnx
+
+    folder = export_onnx(args.model, args.output, quantize=args.quantize)
+    print(f"ONNX export written to {folder}")
     return 0
 
 
@@ -210,7 +261,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"finetune": cmd_finetune, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "read": cmd_read,
-            "quickstart": cmd_quickstart}
+            "export": cmd_export, "quickstart": cmd_quickstart}
 
 
 USER_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)

@@ -10,7 +10,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-SECTIONS = ("encoder", "decode", "train_step", "data_path")
+SECTIONS = ("encoder", "decode", "train_step", "data_path", "onnx")
 
 # The original implementations measured on a 2-core AVX-512 machine in fp32 (issue 7): context for our numbers.
 ANCHORS: dict[str, Any] = {

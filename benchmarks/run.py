@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 
 from .data_path import measure_loader, render_lmdb
 from .flops import count_flops, matmul_reference
+from .onnx_serving import bench_onnx, onnx_ratios
 from .recognizers import RECOGNIZERS, RecognizerBench, benchmark_images
 from .report import Report, Row, check, format_table
 from .timing import Timing, configure_malloc_for_measurement, measure
@@ -52,7 +53,9 @@ class Plan:
     size: str = "full"
     quick: bool = False
     models: tuple[str, ...] = ("dig", "clip4str")
-    sections: tuple[str, ...] = ("encoder", "decode", "train_step", "data_path")
+    sections: tuple[str, ...] = ("encoder", "decode", "train_step", "data_path", "onnx")
+    onnx_batch_sizes: tuple[int, ...] = (1, 64)
+    """The `onnx` section (benchmarks/onnx_serving.py): PyTorch vs ONNX fp32 vs ONNX int8 recognition."""
     batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 16, 64)})
     train_batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 16)})
     """CLIP4STR-B trains at 16 at most here: a b64 PLM step (6 permutations x 2 decoders) holds ~8 GB of activations
@@ -89,6 +92,7 @@ def plan_for(quick: bool = False, size: str = "full") -> Plan:
         return Plan(
             size="tiny", quick=True, batch_sizes={"dig": (1, 2), "clip4str": (1, 2)},
             train_batch_sizes={"dig": (2,), "clip4str": (2,)}, eager_batch_sizes=None, eager_uncached_max_batch=0,
+            onnx_batch_sizes=(1, 2),
             warmup=0, repeats=1,
             large_warmup=0,
             large_repeats=1, matmul_size=256, data_images=16, data_workers=(0,), data_epochs=1,
@@ -99,7 +103,7 @@ def plan_for(quick: bool = False, size: str = "full") -> Plan:
             size=size, quick=True, batch_sizes={"dig": (1, 4), "clip4str": (1, 4)},
             train_batch_sizes={"dig": (4,), "clip4str": (2,)}, eager_batch_sizes={"dig": (1,), "clip4str": (1,)},
             eager_uncached_max_batch=0,
-            warmup=1, repeats=2, large_batch=4, large_warmup=1,
+            warmup=1, repeats=2, large_batch=4, large_warmup=1, onnx_batch_sizes=(1, 4),
             large_repeats=2, data_images=128, data_workers=(0, 2), data_epochs=1,
         )
     return Plan(size=size)
@@ -145,7 +149,7 @@ def _meta(plan: Plan) -> dict[str, Any]:
     except OSError:
         isa = "unknown"
     return {
-        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *sys.argv[1:]]),
         "quick": plan.quick,
         "size": plan.size,
@@ -403,7 +407,7 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
     if not gpu:
         report.skip("bf16 / fp16 / torch.compile rows", "no CUDA device in this run (CPU float32 only); the code "
                     "path runs when torch.cuda.is_available()")
-    model_sections = {"encoder", "decode", "train_step"}.intersection(plan.sections)
+    model_sections = {"encoder", "decode", "train_step", "onnx"}.intersection(plan.sections)
     for family in plan.models if model_sections else ():
         build_start = time.perf_counter()
         bench = RECOGNIZERS[family](plan.size)
@@ -412,7 +416,7 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
             "trainable_parameters": sum(p.numel() for p in bench.model.parameters() if p.requires_grad),
             "build_s": time.perf_counter() - build_start,
         }
-        largest = max(max(plan.batch_sizes[family]), max(plan.train_batch_sizes[family]))
+        largest = max(max(plan.batch_sizes[family]), max(plan.train_batch_sizes[family]), max(plan.onnx_batch_sizes))
         images, words = benchmark_images(largest)
         inputs = bench.inputs(images, words)
         say(f"[bench] {bench.name}: {bench.num_parameters / 1e6:.1f}M parameters")
@@ -420,6 +424,9 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
             bench_encoder(report, bench, inputs["pixel_values"], plan)
         if "decode" in plan.sections:
             bench_decode(report, bench, inputs["pixel_values"], plan)
+        if "onnx" in plan.sections:  # CPU serving: PyTorch vs ONNX fp32 vs int8 on these weights
+            bench_onnx(report, bench, inputs["pixel_values"], plan.onnx_batch_sizes, plan.timing_for, _row)
+            onnx_ratios(report, _ratio, bench.name, plan.onnx_batch_sizes)
         if gpu:
             bench_gpu(report, bench, inputs["pixel_values"], plan)
         if "train_step" in plan.sections:  # last: it changes the weights
@@ -440,7 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", choices=("full", "tiny"), default="full",
                         help="full = DiG-Small and CLIP4STR-B/16 (default); tiny = test-size models")
     parser.add_argument("--models", nargs="+", choices=sorted(RECOGNIZERS), default=None)
-    parser.add_argument("--sections", nargs="+", choices=("encoder", "decode", "train_step", "data_path"),
+    parser.add_argument("--sections", nargs="+", choices=("encoder", "decode", "train_step", "data_path", "onnx"),
                         default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     return parser.parse_args(argv)

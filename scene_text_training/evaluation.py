@@ -184,14 +184,17 @@ def evaluate_benchmarks(
     max_label_length: int = 25,
     disable_tqdm: bool = False,
     normalization: str | None = None,
+    recognizer: Any = None,
 ) -> dict[str, BenchmarkResult]:
-    """Score every benchmark (name -> LMDB folder); skipped records are counted, not scored."""
+    """Score every benchmark (name -> LMDB folder); skipped records are counted, not scored. `recognizer` (an
+    `onnx_runtime.OnnxRecognizer`) replaces `model` + `processor` when given."""
     from processing.lmdb_dataset import NoUsableRecordsError
     from processing.read_skips import SKIP_REASON, ReadSkipTally, is_skipped
 
     from .data import load_lmdb_split
 
-    model.eval()
+    if recognizer is None:
+        model.eval()
     results: dict[str, BenchmarkResult] = {}
     for name, path in tqdm(benchmarks.items(), desc="benchmarks", disable=disable_tqdm or len(benchmarks) == 1):
         try:
@@ -214,10 +217,13 @@ def evaluate_benchmarks(
                 references.append(row["label"])
                 yield row["image"]
 
-        texts, confidences = recognize(
-            model, processor, images(), batch_size=batch_size, num_beams=num_beams,
-            total=len(dataset), desc=name, disable_tqdm=disable_tqdm, normalization=normalization,
-        )
+        if recognizer is not None:
+            texts, confidences = recognizer.recognize(images(), batch_size=batch_size, normalization=normalization)
+        else:
+            texts, confidences = recognize(
+                model, processor, images(), batch_size=batch_size, num_beams=num_beams,
+                total=len(dataset), desc=name, disable_tqdm=disable_tqdm, normalization=normalization,
+            )
         skipped += read_skips.report(name)
         if not references:
             logger.warning("%s: every record was unusable when read, not scored", name)
@@ -256,18 +262,35 @@ def run_evaluate(
     disable_tqdm: bool = False,
     normalization: str | None = None,
     trust_remote_code: bool = False,
+    runtime: str = "torch",
+    precision: str | None = None,
+    threads: int | None = None,
 ) -> tuple[dict[str, BenchmarkResult], str]:
     """Load a saved model, score every benchmark under `data`, print the table, write the JSON (if `output`).
-    `trust_remote_code`: see `scene_text_training.models.load_saved` (never needed for DiG / CLIP4STR folders)."""
+    `trust_remote_code`: see `scene_text_training.models.load_saved` (never needed for DiG / CLIP4STR folders).
+    `runtime="onnx"`: `model_dir` is a `train_ocr export` folder, run by onnxruntime (`precision`, `threads`: see
+    `OnnxRecognizer.from_folder`); it decodes greedily."""
     from .models import load_saved
 
-    model, processor, _ = load_saved(model_dir, trust_remote_code=trust_remote_code)
-    model.to(default_device())
+    recognizer = model = processor = None
+    if runtime == "onnx":
+        from .onnx_runtime import OnnxRecognizer
+
+        if num_beams != 1 or trust_remote_code:
+            raise ValueError("--runtime onnx decodes greedily with its own loop: drop --num-beams / "
+                             "--trust-remote-code")
+        recognizer = OnnxRecognizer.from_folder(model_dir, threads=threads, precision=precision)
+        max_len = recognizer.max_label_length
+    elif runtime == "torch":
+        model, processor, _ = load_saved(model_dir, trust_remote_code=trust_remote_code)
+        model.to(default_device())
+        max_len = getattr(model.config, "max_label_length", 25)
+    else:
+        raise ValueError(f"runtime must be torch or onnx, got {runtime!r}")
     benchmarks = discover_benchmarks(data)
-    max_len = getattr(model.config, "max_label_length", 25)
     results = evaluate_benchmarks(model, processor, benchmarks, batch_size=batch_size, num_beams=num_beams,
                                   cased=cased, max_samples=max_samples, max_label_length=max_len,
-                                  disable_tqdm=disable_tqdm, normalization=normalization)
+                                  disable_tqdm=disable_tqdm, normalization=normalization, recognizer=recognizer)
     table = format_table(results, cased=cased)
     print(table)
     if output is not None:

@@ -37,6 +37,8 @@ class ModelFamily:
     init_from: str
     quickstart_recipe: str
     validation_from_logits: bool = False
+    onnx_graphs: str = ""
+    """The ONNX export's graph builder (`scene_text_training.onnx_export`), "" = no export."""
 
     def load(self, attribute: str) -> Any:
         """Imports one of the family's classes ("config_class", "model_class", "processor_class")."""
@@ -169,6 +171,7 @@ FAMILIES: dict[str, ModelFamily] = {
             load_initial_weights=_dig_initial_weights,
             init_from="a DiG pre-training folder or original .pth (encoder only)",
             quickstart_recipe="quickstart_dig",
+            onnx_graphs="scene_text_training.onnx_export.dig_graphs",
         ),
         ModelFamily(
             model_type="clip4str",
@@ -182,6 +185,7 @@ FAMILIES: dict[str, ModelFamily] = {
             init_from="a CLIP weight file (OpenAI .pt or open_clip state dict)",
             quickstart_recipe="quickstart_clip4str",
             validation_from_logits=True,
+            onnx_graphs="scene_text_training.onnx_export.clip4str_graphs",
         ),
         ModelFamily(
             model_type="str_adapter",
@@ -195,6 +199,7 @@ FAMILIES: dict[str, ModelFamily] = {
             init_from="a CLIP weight file or a saved CLIP4STR folder (image tower, and the side network of ladder adapters)",
             quickstart_recipe="quickstart_str_adapter",
             validation_from_logits=True,
+            onnx_graphs="scene_text_training.onnx_export.str_adapter_graphs",
         ),
     )
 }

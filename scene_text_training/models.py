@@ -113,6 +113,8 @@ def load_saved(path: str | Path, trust_remote_code: bool = False) -> tuple[Any, 
             f"{path} is not a saved model folder (no config.json); pass the output_dir of a "
             "finetune run or a converted checkpoint folder"
         )
+    if (path / "onnx_export.json").is_file():
+        raise ValueError(f"{path} is an ONNX export folder (no PyTorch weights): read it with --runtime onnx")
     model_type = saved_model_type(path)
     if model_type in MODEL_TYPES:
         model = model_class(model_type).from_pretrained(path)

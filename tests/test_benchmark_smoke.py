@@ -75,3 +75,19 @@ def test_measure_reports_median_and_peak_memory():
     assert sorted(timing.samples_s)[1] == timing.median_s
     if timing.memory_kind == "cpu_rss_hwm":  # Linux: the 16 MiB tensor shows up in the peak over the baseline
         assert timing.memory_delta_mb >= 15
+
+
+@pytest.mark.slow  # one tiny ONNX export (~30 s)
+def test_onnx_section_times_three_runtimes_and_fp32_reads_like_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    output = tmp_path / "bench.json"
+    assert run.main(["--size", "tiny", "--sections", "onnx", "--models", "dig", "--threads", "1",
+                     "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    validate_report(report)
+    rows = {(r["batch_size"], r["mode"]): r for r in report["rows"] if r["section"] == "onnx"}
+    assert set(rows) == {(b, m) for b in (1, 2) for m in ("pytorch", "onnx-fp32", "onnx-int8")}
+    assert all(rows[(b, "onnx-fp32")]["extra"]["strings_identical_rate"] == 1.0 for b in (1, 2))
+    assert all(r["images_per_s"] > 0 for r in rows.values())
+    assert {r["name"] for r in report["ratios"]} >= {"DiG-tiny-test b2 onnx fp32 / pytorch",
+                                                      "DiG-tiny-test b2 onnx int8 / fp32"}

@@ -268,7 +268,7 @@ def test_help_documents_every_subcommand_and_recipe_key(capsys):
     assert "optim.decoder_lr_scale" in text and "train.resume" in text and "data.synthetic.num_train" in text
     parser = train_ocr.build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"pretrain", "finetune", "evaluate", "read", "quickstart"}
+    assert set(commands) == {"pretrain", "finetune", "evaluate", "read", "export", "quickstart"}
 
 
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
