@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -49,10 +50,14 @@ class SizeResult:
     """Reader construction (label scan, index written) + DataLoader + first batch, 0 workers."""
     index_build_s: float
     first_batch_s: dict[str, float] = field(default_factory=dict)
-    """With the label index cached: "0 workers" / "2 workers" -> seconds to the first batch (construction included)."""
+    """With the label index cached: "0 workers" / "2 workers" -> seconds to the first batch (construction included,
+    median of 5)."""
     images_per_s: dict[str, dict[str, float]] = field(default_factory=dict)
     """path -> "N workers" -> steady images/s."""
-    reader_rss_mb: float = 0.0
+    index_memory_mb: float = 0.0
+    """The reader's own memory: its record table (8 bytes per record), the same in every worker."""
+    peak_rss_mb: float = 0.0
+    """The main process's peak resident memory while the throughput loops ran (Linux VmHWM, reset per size)."""
     index_mb: float = 0.0
     arrow_first_batch_s: float | None = None
     arrow_mb: float | None = None
@@ -62,9 +67,12 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
-def rss_mb() -> float:
+def peak_rss_mb(reset: bool = False) -> float:
+    """This process's peak resident memory (VmHWM); `reset` starts a new peak from the current size."""
+    if reset:
+        Path("/proc/self/clear_refs").write_text("5")
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -125,12 +133,17 @@ def _dataset(lmdb: Path, cache_dir: Path, augment: str | None = None, seed: int 
     return dataset
 
 
-def first_batch_s(make_dataset: Any, collate: Any, workers: int, batch_size: int) -> float:
-    """Seconds from nothing to the first batch: reader construction, DataLoader start, one batch."""
-    start = time.perf_counter()
-    loader = _loader(make_dataset(), collate, workers, batch_size, seed=0)
-    next(iter(loader))
-    return time.perf_counter() - start
+def first_batch_s(make_dataset: Any, collate: Any, workers: int, batch_size: int, repeats: int = 1) -> float:
+    """Seconds from nothing to the first batch: reader construction, DataLoader start, one batch (the median of
+    `repeats` tries, each drawing another random batch)."""
+    times = []
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        loader = _loader(make_dataset(), collate, workers, batch_size, seed=repeat)
+        next(iter(loader))
+        times.append(time.perf_counter() - start)
+        del loader
+    return statistics.median(times)
 
 
 def steady_images_per_s(dataset: Any, collate: Any, workers: int, batch_size: int, batches: int) -> float:
@@ -151,9 +164,8 @@ def measure_size(lmdb: Path, records: int, args: argparse.Namespace, work: Path)
 
     result.first_batch_cold_index_s = first_batch_s(lambda: _dataset(lmdb, cache_dir), eval_collate, 0,
                                                     args.batch_size)
-    before = rss_mb()
     dataset = _dataset(lmdb, cache_dir)
-    result.reader_rss_mb = max(rss_mb() - before, 0.0)
+    result.index_memory_mb = (dataset._numbers.nbytes + dataset._lmdb_ids.nbytes) / 2**20
     del dataset
     shutil.rmtree(cache_dir)  # time the index build alone
     start = time.perf_counter()
@@ -162,7 +174,8 @@ def measure_size(lmdb: Path, records: int, args: argparse.Namespace, work: Path)
     result.index_mb = folder_mb(cache_dir)
     for workers in (0, 2):
         result.first_batch_s[f"{workers} workers"] = first_batch_s(lambda: _dataset(lmdb, cache_dir), eval_collate,
-                                                                   workers, args.batch_size)
+                                                                   workers, args.batch_size, repeats=5)
+    peak_rss_mb(reset=True)
     for name, family_name, augment in PATHS:
         collate = _collator(family_name)
         dataset = _dataset(lmdb, cache_dir, augment)
@@ -170,6 +183,7 @@ def measure_size(lmdb: Path, records: int, args: argparse.Namespace, work: Path)
             f"{workers} workers": steady_images_per_s(dataset, collate, workers, args.batch_size, args.batches)
             for workers in args.workers
         }
+    result.peak_rss_mb = peak_rss_mb()
     if records <= args.arrow_max:
         from scene_text_training.data import load_lmdb_split
 
@@ -188,8 +202,8 @@ def measure_size(lmdb: Path, records: int, args: argparse.Namespace, work: Path)
 def format_report(results: list[SizeResult], workers: list[int]) -> str:
     """The README's table (markdown)."""
     lines = [
-        "| records | first batch, index cached (0 / 2 workers) | first batch, first run (label scan) | "
-        "Arrow copy, first batch | extra disk: index / Arrow | reader memory |",
+        ("| records | first batch, index cached (0 / 2 workers) | first batch, first run (label scan) | "
+         "Arrow copy, first batch | extra disk: index / Arrow | reader memory / peak RSS |"),
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
@@ -198,7 +212,7 @@ def format_report(results: list[SizeResult], workers: list[int]) -> str:
         lines.append(
             f"| {r.records:,} | {r.first_batch_s['0 workers']:.2f} s / {r.first_batch_s['2 workers']:.2f} s | "
             f"{r.first_batch_cold_index_s:.2f} s | {arrow} | {r.index_mb:.1f} MB / {arrow_mb} | "
-            f"{r.reader_rss_mb:.0f} MB |"
+            f"{r.index_memory_mb:.1f} MB / {r.peak_rss_mb:,.0f} MB |"
         )
     lines += ["", "| records | path | " + " | ".join(f"{w} workers" for w in workers) + " |",
               "| --- | --- | " + " | ".join("---" for _ in workers) + " |"]
@@ -217,7 +231,7 @@ def training_demand(gpu_tflops: float, utilization: float) -> list[dict[str, Any
     from .recognizers import RECOGNIZERS
 
     demand = []
-    for name, bench_class in RECOGNIZERS.items():
+    for bench_class in RECOGNIZERS.values():
         bench = bench_class("full")
         model = bench.model.train()
         from PIL import Image
@@ -272,11 +286,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("processing").setLevel(logging.WARNING)
+    import datasets
+
+    datasets.disable_progress_bars()
     args = parse_args(argv)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     pool = pool_lmdb(args.cache_dir, min(args.pool, max(args.sizes)), args.seed)
     results = []
     with tempfile.TemporaryDirectory(prefix="data-scale-") as work:
+        # warm-up: imports, processors and augmentations loaded once, so the first size is not charged for them
+        for _, family_name, augment in PATHS:
+            first_batch_s(lambda augment=augment: _dataset(pool, Path(work) / "warm-up", augment),
+                          _collator(family_name), 0, args.batch_size)
         for records in sorted(args.sizes):
             results.append(measure_size(sized_lmdb(args.cache_dir, pool, records), records, args, Path(work)))
     table = format_report(results, args.workers)

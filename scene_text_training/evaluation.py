@@ -207,7 +207,8 @@ def evaluate_benchmarks(
         references: list[str] = []
         read_skips = ReadSkipTally("eval")
 
-        def images(dataset: Any = dataset) -> Any:
+        def images(dataset: Any = dataset, references: list[str] = references,
+                   read_skips: ReadSkipTally = read_skips) -> Any:
             """The usable images in order, their labels into `references`; unusable ones counted (lazy reader)."""
             for position in range(len(dataset)):
                 row = dataset[position]

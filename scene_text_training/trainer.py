@@ -224,13 +224,13 @@ def log_resume(checkpoint: str | None, recipe: Recipe) -> None:
 
 
 __all__ = [
-    "SceneTextTrainerMixin",
     "CURVES_FILE",
     "RECIPE_FILE",
     "TRAINER_CHECKPOINT_FILES",
     "AtomicCheckpointMixin",
     "ReadSkipsMixin",
     "RecipeOptimizerMixin",
+    "SceneTextTrainerMixin",
     "log_resume",
     "resolve_resume",
     "trainer_arguments",

@@ -19,6 +19,7 @@ from PIL import Image
 
 from processing.charsets import CHARSET_36
 from processing.labels import LabelNormalizer
+from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.lmdb_dataset import (
     CORRUPT_IMAGE,
     EXTREME_ASPECT_RATIO,
@@ -31,7 +32,6 @@ from processing.lmdb_dataset import (
     load_str_lmdb,
     stream_str_lmdb,
 )
-from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.lmdb_writer import read_labels_file, write_lmdb_from_dataset, write_lmdb_from_folder, write_str_lmdb
 
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from modeling_dig.modeling_dig_pretraining import DiGForPreTraining, momentum_schedule
 from scene_text_training.optim import build_optimizer, scaled_learning_rate
-from modeling_dig.configuration_dig_pretraining import DiGPreTrainingConfig
 from scene_text_training.pretrain import PretrainImageDataset, build_collator, build_pretraining_config, run_pretraining
 from scene_text_training.recipes import Recipe, RecipeError, load_recipe
 

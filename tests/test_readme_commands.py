@@ -32,6 +32,7 @@ RUNS_FOR_REAL = {
     "modeling_dig.convert_original_checkpoint": "tests/test_dig_converter.py",
     "modeling_clip4str.convert_original_checkpoint": "tests/test_clip4str_converter.py",
     "benchmarks": "tests/test_benchmark_smoke.py",
+    "benchmarks.data_scale": "tests/test_data_scale_benchmark.py",
 }
 
 
