@@ -194,3 +194,53 @@ def test_records_unusable_when_read_are_counted_every_epoch_over_all_workers(tmp
     evaluations = [e["eval_skipped_on_read"] for e in result.log_history if "eval_skipped_on_read" in e]
     assert evaluations and set(evaluations) == {1}
     assert result.eval_metrics["eval_skipped_on_read"] == 1
+
+
+_TWO_RANKS = """
+import json, sys
+sys.path.insert(0, {root!r})
+from accelerate import PartialState
+from scene_text_training import collators
+from scene_text_training.finetune import run_finetune
+from scene_text_training.recipes import load_recipe
+
+state = PartialState(cpu=True)
+assert state.num_processes == 2, state
+read = []
+original = collators.SceneTextCollator.__call__
+
+
+def recording(self, rows):
+    read.extend(row["key"] for row in rows)
+    return original(self, rows)
+
+
+collators.SceneTextCollator.__call__ = recording
+run_finetune(load_recipe(None, {overrides!r}))
+json.dump(read, open({out!r} + f"/rank-{{state.process_index}}.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_a_real_two_process_run_reads_disjoint_shards_whose_union_is_the_dataset(tmp_path):
+    """`accelerate launch` with 2 gloo processes: in one epoch each rank reads 12 of the 24 records, none twice."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    write_str_lmdb(tmp_path / "db", [(png(i), WORDS[i % len(WORDS)]) for i in range(24)])
+    overrides = [*TINY_DIG, f"data.train=[{tmp_path / 'db'}]", "train.per_device_train_batch_size=3",
+                 "train.num_train_epochs=1", "train.eval_steps=0", "train.save_steps=100",
+                 f"train.output_dir={tmp_path / 'out'}"]
+    script = tmp_path / "two_ranks.py"
+    repo = Path(__file__).resolve().parents[1]
+    script.write_text(_TWO_RANKS.format(root=str(repo), overrides=overrides, out=str(tmp_path)))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 12 and not set(ranks[0]) & set(ranks[1])
+    assert set(ranks[0]) | set(ranks[1]) == {f"db:{number}" for number in range(1, 25)}
