@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_args(sub)
 
     sub = commands.add_parser("export", help="export a saved model to ONNX (graphs + processor + manifest)",
-                              description="Writes the encoder, decoding-step and (CLIP4STR) caption/cross graphs, "
-                                          "checked against PyTorch, with config.json, the processor files and "
+                              description="Writes the encoder, decoding-step (uncached and KV-cached) and (CLIP4STR) "
+                                          "caption/cross graphs, checked against PyTorch, with config.json, the processor files and "
                                           "onnx_export.json; the folder appears only when complete. Read it with "
                                           "`train_ocr read --runtime onnx`.")
     sub.add_argument("--model", required=True, help="saved model folder (DiG, CLIP4STR or CLIP4STR + Adapter)")

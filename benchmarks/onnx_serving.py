@@ -2,9 +2,11 @@
 
 For each recognizer the benchmark's random model is saved, exported with `train_ocr export --quantize int8`'s code
 (`scene_text_training.onnx_export.export_onnx`) and timed as a whole recognition from `pixel_values` to texts:
-PyTorch `generate()` (cached, sdpa) + `batch_decode`, then `OnnxRecognizer.decode` with the fp32 and the int8 graphs.
-Rows: section "onnx", mode "pytorch" / "onnx-fp32" / "onnx-int8"; each ONNX row's `extra` holds the fraction of
-its strings identical to PyTorch's on that batch (`strings_identical_rate`: 1.0 expected for fp32; int8 is lossy).
+PyTorch `generate()` (cached, sdpa) + `batch_decode`, then `OnnxRecognizer.decode` with the fp32 and the int8 graphs
+(KV-cached greedy loops), and fp32 with the uncached graphs (`use_cache=False`, the prefix recomputed every step).
+Rows: section "onnx", mode "pytorch" / "onnx-fp32" / "onnx-int8" / "onnx-fp32-uncached"; each ONNX row's `extra`
+holds the fraction of its strings identical to PyTorch's on that batch (`strings_identical_rate`: 1.0 expected for
+fp32; int8 is lossy).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def bench_onnx(report: Report, bench: Any, pixel_values: torch.Tensor, batch_siz
         report.models[bench.name]["onnx_export_s"] = time.perf_counter() - started
         threads = threads if threads is not None else torch.get_num_threads()
         runtimes = {"onnx-fp32": OnnxRecognizer.from_folder(export_dir, threads=threads, precision="fp32"),
-                    "onnx-int8": OnnxRecognizer.from_folder(export_dir, threads=threads, precision="int8")}
+                    "onnx-int8": OnnxRecognizer.from_folder(export_dir, threads=threads, precision="int8"),
+                    "onnx-fp32-uncached": OnnxRecognizer.from_folder(export_dir, threads=threads, precision="fp32",
+                                                                     use_cache=False)}
         for batch_size in batch_sizes:
             batch = pixel_values[:batch_size]
             warmup, repeats = timing_for(batch_size)
@@ -59,14 +63,16 @@ def bench_onnx(report: Report, bench: Any, pixel_values: torch.Tensor, batch_siz
 
 
 def onnx_ratios(report: Report, ratio: Any, model: str, batch_sizes: tuple[int, ...]) -> None:
-    """ONNX fp32 / PyTorch and int8 / fp32 throughput at each batch size."""
+    """ONNX fp32 / PyTorch, int8 / fp32 and KV-cached / uncached fp32 throughput at each batch size."""
     for batch_size in batch_sizes:
         rows: dict[str, Row | None] = {
             mode: report.find(section="onnx", model=model, batch_size=batch_size, mode=mode)
-            for mode in ("pytorch", "onnx-fp32", "onnx-int8")
+            for mode in ("pytorch", "onnx-fp32", "onnx-int8", "onnx-fp32-uncached")
         }
         ratio(report, f"{model} b{batch_size} onnx fp32 / pytorch", rows["onnx-fp32"], rows["pytorch"])
         ratio(report, f"{model} b{batch_size} onnx int8 / fp32", rows["onnx-int8"], rows["onnx-fp32"])
+        ratio(report, f"{model} b{batch_size} onnx fp32 cached / uncached", rows["onnx-fp32"],
+              rows["onnx-fp32-uncached"])
 
 
 __all__ = ["bench_onnx", "onnx_ratios"]

@@ -7,17 +7,23 @@ exporter is not used: every graph below exports with dynamo). Each graph has a d
 passes, dynamic token / query axes. What a family exports is what its eval-mode decoding calls:
 
 * DiG: `image_memory` (pixels -> bridge output, the decoder memory) and `decoding_step` (memory + every decoder
-  input so far -> logits of the newest position). The step recomputes the prefix (the model's uncached mode, whose
-  logits equal the cached ones); a KV-cache step graph with past/present tensors would be faster and is left out.
+  input so far -> logits of the newest position: the model's uncached mode, recomputing the prefix).
 * CLIP4STR: `image_memory`, `visual_decoder` and `cross_decoder` (one PARSeq decoder pass each: tokens + memory +
   query positions + masks -> logits of those queries: a greedy step, the NAR pass and a refinement are all such
   passes), and `caption_memory` (CLIP caption ids -> the text tower's projected tokens of the cross branch).
 * CLIP4STR + Adapter: `image_memory` (CLIP tower + adapter) and `decoder`.
 
+Each autoregressive decoder also gets KV-cached graphs (`onnx_kv_cache`): `<decoder>_init` (memory + start token ->
+first logits, the memory's cross-attention keys/values, the first self-attention keys/values) and `<decoder>_step`
+(newest token + cached keys/values -> logits, keys/values with it appended): `decoder_init`/`decoder_step` for DiG
+(and the adapter's `decoder`), `visual_decoder_*` and `cross_decoder_*` for CLIP4STR. The runtime's greedy loops use
+them when the folder has them (folders exported before fall back to the uncached graphs).
+
 The decoding loops themselves run in Python (`onnx_runtime.OnnxRecognizer`), as `generate()` runs them; the manifest
 `onnx_export.json` carries what they need (token ids, step budget, refinement), so the runtime reads no model code.
-Every fp32 graph is checked against PyTorch on its example inputs before the folder is published; `quantize="int8"`
-adds dynamically quantized copies (int8 MatMul/Gemm weights, onnxruntime's `quantize_dynamic`) as separate files.
+Every fp32 graph is checked against PyTorch on its example inputs before the folder is published (and the cached
+modules' logits against the uncached decoder's, before any is exported); `quantize="int8"` adds dynamically quantized
+copies (int8 MatMul/Gemm weights, onnxruntime's `quantize_dynamic`) as separate files.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import torch
 from torch import nn
 
 from .checkpoints import TEMP_PREFIX, publish_folder
+from .onnx_kv_cache import DiGDecoderInit, DiGDecoderStep, PARSeqDecoderInit, PARSeqDecoderStep, cached_graph_specs
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +142,13 @@ class PARSeqDecoderPass(nn.Module):
 
 @dataclass
 class GraphSpec:
-    """One graph to export: its module, example inputs (batch 2, so that no axis specialises to 1) and axes."""
+    """One graph to export: its module, example inputs (batch 2, so that no axis specialises to 1), the names of its
+    outputs (in the module's return order) and axes."""
 
     name: str
     module: nn.Module
     inputs: dict[str, torch.Tensor]
-    output: str
+    outputs: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
     axis_max: dict[str, int] = field(default_factory=dict)
 
@@ -174,8 +182,25 @@ def _parseq_pass(name: str, decoder: nn.Module, memory: torch.Tensor, num_querie
         "content_mask": {0: "length", 1: "length"},
         "key_padding_mask": {0: "batch", 1: "length"},
     }
-    return GraphSpec(name, PARSeqDecoderPass(decoder), inputs, "logits", axes,
+    return GraphSpec(name, PARSeqDecoderPass(decoder), inputs, ("logits",), axes,
                      {"length": num_queries, "queries": num_queries})
+
+
+def _parseq_cached(name: str, decoder: nn.Module, memory: torch.Tensor, bos_token_id: int) -> list[GraphSpec]:
+    """`<name>_init` / `<name>_step` of a PARSeq decoder's greedy loop, checked against its uncached pass."""
+    batch = memory.shape[0]
+    tokens = torch.randint(1, decoder.config.num_classes - 1, (batch, 3))
+    tokens[:, 0] = bos_token_id
+    causal = torch.ones(3, 3, dtype=torch.bool).triu(1)
+    uncached = PARSeqDecoderPass(decoder)
+
+    def uncached_logits(prefix: torch.LongTensor) -> torch.Tensor:
+        n = prefix.shape[1]
+        return uncached(prefix, memory, torch.arange(n - 1, n), causal[n - 1 : n, :n], causal[:n, :n],
+                        torch.zeros(prefix.shape, dtype=torch.bool))
+
+    return cached_graph_specs(name, PARSeqDecoderInit(decoder), PARSeqDecoderStep(decoder), memory, "tokens", tokens,
+                              uncached_logits, int(decoder.config.num_position_queries) - 1, GraphSpec, VERIFY_REL)
 
 
 def _pixels(processor: Any) -> torch.Tensor:
@@ -196,10 +221,13 @@ def dig_graphs(model: nn.Module, processor: Any) -> tuple[list[GraphSpec], dict[
     start = int(model.config.decoder_start_token_id)
     ids = torch.tensor([[start, 5, 6], [start, 7, 8]])
     n_position = int(model.config.decoder.n_position)
+    uncached = DiGDecodingStep(model)
     graphs = [
-        GraphSpec("image_memory", image, {"pixel_values": pixels}, "memory", {"pixel_values": {0: "batch"}}),
-        GraphSpec("decoding_step", DiGDecodingStep(model), {"memory": memory, "decoder_input_ids": ids}, "logits",
+        GraphSpec("image_memory", image, {"pixel_values": pixels}, ("memory",), {"pixel_values": {0: "batch"}}),
+        GraphSpec("decoding_step", uncached, {"memory": memory, "decoder_input_ids": ids}, ("logits",),
                   {"memory": {0: "batch"}, "decoder_input_ids": {0: "batch", 1: "steps"}}, {"steps": n_position}),
+        *cached_graph_specs("decoder", DiGDecoderInit(model), DiGDecoderStep(model), memory, "decoder_input_ids", ids,
+                            lambda prefix: uncached(memory, prefix), n_position - 1, GraphSpec, VERIFY_REL),
     ]
     max_new = generation.max_new_tokens if generation.max_new_tokens is not None else model.config.max_label_length + 1
     decoding = {
@@ -253,12 +281,17 @@ def clip4str_graphs(model: nn.Module, processor: Any) -> tuple[list[GraphSpec], 
         image_memory = image(pixels)
         cross_memory = torch.cat([image_memory, caption(captions)], dim=1)
     queries = int(model.config.decoder.num_position_queries)
+    bos = decoding["bos_token_id"]
     graphs = [
-        GraphSpec("image_memory", image, {"pixel_values": pixels}, "memory", {"pixel_values": {0: "batch"}}),
+        GraphSpec("image_memory", image, {"pixel_values": pixels}, ("memory",), {"pixel_values": {0: "batch"}}),
         _parseq_pass("visual_decoder", model.visual_decoder, image_memory, queries),
-        GraphSpec("caption_memory", caption, {"caption_ids": captions}, "text_memory", {"caption_ids": {0: "batch"}}),
+        GraphSpec("caption_memory", caption, {"caption_ids": captions}, ("text_memory",),
+                  {"caption_ids": {0: "batch"}}),
         _parseq_pass("cross_decoder", model.cross_decoder, cross_memory, queries),
     ]
+    if decoding["decode_ar"]:
+        graphs += [*_parseq_cached("visual_decoder", model.visual_decoder, image_memory, bos),
+                   *_parseq_cached("cross_decoder", model.cross_decoder, cross_memory, bos)]
     return graphs, decoding
 
 
@@ -269,11 +302,14 @@ def str_adapter_graphs(model: nn.Module, processor: Any) -> tuple[list[GraphSpec
     with torch.no_grad():
         memory = image(pixels)
     queries = int(model.config.decoder.num_position_queries)
+    decoding = _parseq_decoding(model, cross_modal=False)
     graphs = [
-        GraphSpec("image_memory", image, {"pixel_values": pixels}, "memory", {"pixel_values": {0: "batch"}}),
+        GraphSpec("image_memory", image, {"pixel_values": pixels}, ("memory",), {"pixel_values": {0: "batch"}}),
         _parseq_pass("decoder", model.decoder, memory, queries),
     ]
-    return graphs, _parseq_decoding(model, cross_modal=False)
+    if decoding["decode_ar"]:
+        graphs += _parseq_cached("decoder", model.decoder, memory, decoding["bos_token_id"])
+    return graphs, decoding
 
 
 # ------------------------------------------------------------------------------------------------- export steps
@@ -286,7 +322,7 @@ def _export_graph(spec: GraphSpec, path: Path) -> None:
             dynamo=True,
             opset_version=OPSET,
             input_names=list(spec.inputs),
-            output_names=[spec.output],
+            output_names=list(spec.outputs),
             dynamic_shapes=spec.dynamic_shapes(),
             verbose=False,
         )
@@ -302,26 +338,33 @@ def _session(path: Path) -> Any:
 
 
 def _batch_of(spec: GraphSpec, size: int) -> dict[str, torch.Tensor]:
-    """The example inputs with `size` rows (rows repeated); inputs without a batch axis as they are."""
+    """The example inputs with `size` rows along their batch axis (rows repeated); inputs without one as they are."""
     batched = {}
     for name, value in spec.inputs.items():
-        if spec.dynamic_axes.get(name, {}).get(0) == "batch":
-            value = value.repeat(-(-size // value.shape[0]), *([1] * (value.dim() - 1)))[:size]
+        axis = next((a for a, n in spec.dynamic_axes.get(name, {}).items() if n == "batch"), None)
+        if axis is not None:
+            repeats = [1] * value.dim()
+            repeats[axis] = -(-size // value.shape[axis])
+            value = value.repeat(*repeats).narrow(axis, 0, size)
         batched[name] = value
     return batched
 
 
 def _verify_graph(spec: GraphSpec, path: Path) -> float:
-    """max |onnx - torch| / max magnitude on the example inputs at batch 2 and 3 (the dynamic axis at work)."""
+    """max |onnx - torch| / max magnitude over the outputs, on the example inputs at batch 2 and 3 (the dynamic axis
+    at work)."""
     session = _session(path)
     worst = 0.0
     for size in (2, 3):
         inputs = _batch_of(spec, size)
         with torch.no_grad():
-            expected = spec.module(*inputs.values()).numpy()
-        got = session.run([spec.output], {k: v.numpy() for k, v in inputs.items()})[0]
-        scale = max(float(np.abs(expected).max()), float(np.abs(got).max()), 1e-30)
-        worst = max(worst, float(np.abs(got - expected).max()) / scale)
+            expected = spec.module(*inputs.values())
+        expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+        got = session.run(list(spec.outputs), {k: v.numpy() for k, v in inputs.items()})
+        for want, have in zip(expected, got, strict=True):
+            want = want.numpy()
+            scale = max(float(np.abs(want).max()), float(np.abs(have).max()), 1e-30)
+            worst = max(worst, float(np.abs(have - want).max()) / scale)
     if worst > VERIFY_REL:
         raise RuntimeError(
             f"the exported {spec.name} graph differs from PyTorch by {worst:.2g} of the output's magnitude "
@@ -392,7 +435,7 @@ def export_onnx(
                 "file": path.name,
                 "sha256": sha256_of(path),
                 "inputs": list(spec.inputs),
-                "outputs": [spec.output],
+                "outputs": list(spec.outputs),
                 "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in spec.dynamic_axes.items()},
                 "verified_max_relative_difference": _verify_graph(spec, path),
             }

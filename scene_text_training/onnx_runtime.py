@@ -9,6 +9,10 @@ budget is spent), CLIP4STR's visual loop -> caption -> cross loop -> refinement 
 stop, and the adapter's single-decoder version of it. Texts and confidences come from the saved processor's
 `batch_decode`, so they follow the same rules (confidence = product of the per-step max probabilities up to and
 including EOS). Preprocessing is the saved processor's too.
+
+The greedy loops use the KV-cached graphs (`<decoder>_init` once, then `<decoder>_step` per token: only the newest
+position is computed, as PyTorch's cached `generate()` does) where the folder has them; folders exported before they
+existed, or `use_cache=False`, run the uncached graphs, which recompute the prefix every step (the same logits).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ def cloze_mask(size: int) -> np.ndarray:
     return np.triu(np.ones((size, size), dtype=bool), 1) & ~np.triu(np.ones((size, size), dtype=bool), 2)
 
 
+def cached_decoders(manifest: dict[str, Any]) -> set[str]:
+    """The decoders whose KV-cached graphs (`<name>_init` and `<name>_step`) the export holds."""
+    graphs = set(manifest["graphs"])
+    return {name[: -len("_init")] for name in graphs if name.endswith("_init") and f"{name[:-5]}_step" in graphs}
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The folder's `onnx_export.json`, or a one-line error saying how to make one."""
     path = Path(folder) / MANIFEST
@@ -54,21 +64,26 @@ class OnnxRecognizer:
     """Recognition with the graphs of an export folder on onnxruntime's CPUExecutionProvider."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], processor: Any, sessions: dict[str, Any],
-                 precision: str) -> None:
+                 precision: str, use_cache: bool = True) -> None:
         self.folder = folder
         self.manifest = manifest
         self.processor = processor
         self.sessions = sessions
         self.precision = precision
         self.decoding = manifest["decoding"]
+        self.cached = cached_decoders(manifest) if use_cache else set()
+        """The decoders whose greedy loops run on their KV-cached graphs."""
         self._captions = None
 
     @classmethod
     def from_folder(
-        cls, folder: str | os.PathLike, threads: int | None = None, precision: str | None = None
+        cls, folder: str | os.PathLike, threads: int | None = None, precision: str | None = None,
+        use_cache: bool | None = None,
     ) -> OnnxRecognizer:
         """Sessions for every graph of the export in `folder`. `threads`: onnxruntime intra-op threads (None: its
-        default). `precision`: "fp32" or "int8" (None: int8 when the folder was exported with --quantize int8)."""
+        default). `precision`: "fp32" or "int8" (None: int8 when the folder was exported with --quantize int8).
+        `use_cache`: run the greedy loops on the KV-cached graphs (None: where the folder has them; True: required;
+        False: the uncached graphs, recomputing the prefix every step)."""
         import onnxruntime as ort
 
         from .families import family
@@ -81,6 +96,8 @@ class OnnxRecognizer:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "int8" and manifest.get("quantized") != "int8":
             raise ValueError(f"{folder} holds no int8 graphs: export with `train_ocr export --quantize int8`")
+        if use_cache and not cached_decoders(manifest):
+            raise ValueError(f"{folder} holds no KV-cached decoder graphs (exported before them): export it again")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -91,7 +108,7 @@ class OnnxRecognizer:
                 raise FileNotFoundError(f"{folder / file} is missing: export the model again")
             sessions[name] = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
         processor = family(manifest["model_type"]).load("processor_class").from_pretrained(folder)
-        return cls(folder, manifest, processor, sessions, precision)
+        return cls(folder, manifest, processor, sessions, precision, use_cache=use_cache is not False)
 
     @property
     def max_label_length(self) -> int:
@@ -99,6 +116,18 @@ class OnnxRecognizer:
 
     def _run(self, graph: str, **inputs: np.ndarray) -> np.ndarray:
         return self.sessions[graph].run(None, inputs)[0]
+
+    def _cached_step(self, decoder: str, cache: dict[str, np.ndarray], memory: np.ndarray,
+                     **newest_token: np.ndarray) -> np.ndarray:
+        """Logits of the newest token [B, 1] (the only input named in `newest_token`), by `<decoder>_init` when
+        `cache` is empty, else by `<decoder>_step`; `cache` (memory/past keys and values) is updated in place."""
+        if not cache:
+            outputs = self.sessions[f"{decoder}_init"].run(None, {"memory": memory, **newest_token})
+            logits, cache["memory_keys"], cache["memory_values"], cache["past_keys"], cache["past_values"] = outputs
+        else:
+            outputs = self.sessions[f"{decoder}_step"].run(None, {**newest_token, **cache})
+            logits, cache["past_keys"], cache["past_values"] = outputs
+        return logits
 
     # --------------------------------------------------------------------------------------------- public calls
     def __call__(self, images: Any, batch_size: int = 64, **image_kwargs: Any) -> list[dict[str, Any]]:
@@ -162,8 +191,12 @@ class OnnxRecognizer:
         ids = np.full((batch, 1), d["start_token_id"], dtype=np.int64)
         unfinished = np.ones(batch, dtype=bool)
         scores = []
+        cache: dict[str, np.ndarray] = {}
         for _ in range(d["max_new_tokens"]):
-            logits = self._run("decoding_step", memory=memory, decoder_input_ids=ids)
+            if "decoder" in self.cached:
+                logits = self._cached_step("decoder", cache, memory, decoder_input_ids=ids[:, -1:])
+            else:
+                logits = self._run("decoding_step", memory=memory, decoder_input_ids=ids)
             scores.append(logits)
             next_ids = np.where(unfinished, logits.argmax(-1), d["pad_token_id"])
             ids = np.concatenate([ids, next_ids[:, None].astype(np.int64)], axis=1)
@@ -183,15 +216,19 @@ class OnnxRecognizer:
                          content_mask=content_mask, key_padding_mask=key_padding_mask)
 
     def _greedy_loop(self, graph: str, memory: np.ndarray, num_steps: int, early_stop: bool) -> np.ndarray:
-        """`_greedy_loop` of CLIP4STR: one query per step over [BOS, argmax so far]."""
+        """`_greedy_loop` of CLIP4STR: one query per step over [BOS, argmax so far] (cached: the newest token)."""
         d = self.decoding
         tokens = np.full((memory.shape[0], num_steps), d["pad_token_id"], dtype=np.int64)
         tokens[:, 0] = d["bos_token_id"]
         mask = causal_mask(num_steps)
         steps = []
+        cache: dict[str, np.ndarray] = {}
         for i in range(num_steps):
-            out = self._pass(graph, tokens[:, : i + 1], memory, np.array([i]), mask[i : i + 1, : i + 1],
-                             mask[: i + 1, : i + 1])
+            if graph in self.cached:
+                out = self._cached_step(graph, cache, memory, tokens=tokens[:, i : i + 1])
+            else:
+                out = self._pass(graph, tokens[:, : i + 1], memory, np.array([i]), mask[i : i + 1, : i + 1],
+                                 mask[: i + 1, : i + 1])
             steps.append(out)
             if i + 1 < num_steps:
                 tokens[:, i + 1] = out[:, 0].argmax(-1)
@@ -290,4 +327,5 @@ def read_images_onnx(
     return [{"file": str(p), "text": t, "confidence": c} for p, t, c in zip(paths, texts, confidences)]
 
 
-__all__ = ["PRECISIONS", "OnnxRecognizer", "causal_mask", "cloze_mask", "read_images_onnx", "read_manifest"]
+__all__ = ["PRECISIONS", "OnnxRecognizer", "cached_decoders", "causal_mask", "cloze_mask", "read_images_onnx",
+           "read_manifest"]

@@ -86,8 +86,11 @@ def test_onnx_section_times_three_runtimes_and_fp32_reads_like_pytorch(tmp_path)
     report = json.loads(output.read_text())
     validate_report(report)
     rows = {(r["batch_size"], r["mode"]): r for r in report["rows"] if r["section"] == "onnx"}
-    assert set(rows) == {(b, m) for b in (1, 2) for m in ("pytorch", "onnx-fp32", "onnx-int8")}
-    assert all(rows[(b, "onnx-fp32")]["extra"]["strings_identical_rate"] == 1.0 for b in (1, 2))
+    assert set(rows) == {(b, m) for b in (1, 2)
+                         for m in ("pytorch", "onnx-fp32", "onnx-int8", "onnx-fp32-uncached")}
+    assert all(rows[(b, m)]["extra"]["strings_identical_rate"] == 1.0
+               for b in (1, 2) for m in ("onnx-fp32", "onnx-fp32-uncached"))
     assert all(r["images_per_s"] > 0 for r in rows.values())
     assert {r["name"] for r in report["ratios"]} >= {"DiG-tiny-test b2 onnx fp32 / pytorch",
-                                                      "DiG-tiny-test b2 onnx int8 / fp32"}
+                                                      "DiG-tiny-test b2 onnx int8 / fp32",
+                                                      "DiG-tiny-test b2 onnx fp32 cached / uncached"}

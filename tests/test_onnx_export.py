@@ -119,9 +119,61 @@ def _assert_same_recognition(model, processor, folder: Path, images) -> None:
     ]
 
 
+def _assert_cached_equals_uncached(folder: Path, pixel_values: torch.Tensor, decoders: set[str]) -> None:
+    """The KV-cached greedy loops give the uncached graphs' ids and logits (fp32)."""
+    cached = OnnxRecognizer.from_folder(folder, threads=1, precision="fp32")
+    uncached = OnnxRecognizer.from_folder(folder, threads=1, precision="fp32", use_cache=False)
+    assert cached.cached == decoders and uncached.cached == set()
+    cached_ids, cached_logits = cached.generate(pixel_values.numpy())
+    uncached_ids, uncached_logits = uncached.generate(pixel_values.numpy())
+    np.testing.assert_array_equal(cached_ids, uncached_ids)
+    assert_close(torch.from_numpy(cached_logits), torch.from_numpy(uncached_logits), rel=1e-5)
+
+
 def test_dig_export_reads_like_the_pytorch_model(dig_export):
     root, model, processor = dig_export
     _assert_same_recognition(model, processor, root / "onnx", _noise_images(32, 128))
+
+
+def test_dig_cached_and_uncached_onnx_loops_agree(dig_export):
+    root, model, processor = dig_export
+    pixel_values = _torch_outputs(model, processor, _noise_images(32, 128))[3]
+    _assert_cached_equals_uncached(root / "onnx", pixel_values, {"decoder"})
+
+
+def test_a_folder_without_cached_graphs_reads_uncached(dig_export, tmp_path):
+    """An export made before the KV-cache graphs existed: the same texts through the uncached loop; asking for the
+    cache is a one-line error saying to export again."""
+    import shutil
+
+    root, model, processor = dig_export
+    old = tmp_path / "old"
+    shutil.copytree(root / "onnx", old)
+    manifest = json.loads((old / MANIFEST).read_text())
+    for name in ("decoder_init", "decoder_step"):
+        for file in (manifest["graphs"][name]["file"], manifest["graphs"][name]["int8"]["file"]):
+            (old / file).unlink()
+        del manifest["graphs"][name]
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    images = _noise_images(32, 128)
+    recognizer = OnnxRecognizer.from_folder(old, threads=1, precision="fp32")
+    assert recognizer.cached == set()
+    assert [r["generated_text"] for r in recognizer(images)] == _torch_outputs(model, processor, images)[0]
+    with pytest.raises(ValueError, match="no KV-cached decoder graphs.*export it again"):
+        OnnxRecognizer.from_folder(old, use_cache=True)
+
+
+def test_a_wrong_cached_decoder_stops_the_export(dig_export, monkeypatch):
+    """The builder checks the cached steps against the uncached decoder: a cache that forgets the past fails."""
+    from scene_text_training import onnx_kv_cache
+    from scene_text_training.models import load_saved
+
+    root, _, _ = dig_export
+    model, processor, _ = load_saved(root / "model")
+    onnx_export.dig_graphs(model.eval(), processor)  # the real modules pass
+    monkeypatch.setattr(onnx_kv_cache, "_append", lambda past, new: new)
+    with pytest.raises(RuntimeError, match="KV-cache graphs are wrong"):
+        onnx_export.dig_graphs(model, processor)
 
 
 def test_dig_manifest_names_graphs_hashes_and_int8(dig_export):
@@ -131,7 +183,7 @@ def test_dig_manifest_names_graphs_hashes_and_int8(dig_export):
     folder = root / "onnx"
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["model_type"] == "dig" and manifest["quantized"] == "int8" and manifest["opset"] == 18
-    assert set(manifest["graphs"]) == {"image_memory", "decoding_step"}
+    assert set(manifest["graphs"]) == {"image_memory", "decoding_step", "decoder_init", "decoder_step"}
     for entry in manifest["graphs"].values():
         assert sha256_of(folder / entry["file"]) == entry["sha256"]
         assert sha256_of(folder / entry["int8"]["file"]) == entry["int8"]["sha256"]
@@ -195,8 +247,12 @@ def test_clip4str_export_reads_like_the_pytorch_model(tmp_path):
     model, processor = _tiny_clip4str(tmp_path / "model")
     folder = export_onnx(tmp_path / "model", tmp_path / "onnx")
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert set(manifest["graphs"]) == {"image_memory", "visual_decoder", "caption_memory", "cross_decoder"}
+    assert set(manifest["graphs"]) == {"image_memory", "visual_decoder", "caption_memory", "cross_decoder",
+                                       "visual_decoder_init", "visual_decoder_step", "cross_decoder_init",
+                                       "cross_decoder_step"}
     _assert_same_recognition(model, processor, folder, _noise_images(32, 32, count=6))
+    _assert_cached_equals_uncached(folder, _torch_outputs(model, processor, _noise_images(32, 32, count=6))[3],
+                                   {"visual_decoder", "cross_decoder"})
     # not asked for: no int8 graphs, and the folder serves fp32
     assert manifest["quantized"] is None
     assert not list(folder.glob("*int8*")) and all("int8" not in e for e in manifest["graphs"].values())
@@ -209,5 +265,6 @@ def test_clip4str_export_reads_like_the_pytorch_model(tmp_path):
 def test_str_adapter_export_reads_like_the_pytorch_model(tmp_path):
     model, processor = _tiny_str_adapter(tmp_path / "model")
     folder = export_onnx(tmp_path / "model", tmp_path / "onnx")
-    assert set(json.loads((folder / MANIFEST).read_text())["graphs"]) == {"image_memory", "decoder"}
+    assert set(json.loads((folder / MANIFEST).read_text())["graphs"]) == {"image_memory", "decoder", "decoder_init",
+                                                                          "decoder_step"}
     _assert_same_recognition(model, processor, folder, _block_images(32, 32))
