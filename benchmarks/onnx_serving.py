@@ -29,7 +29,7 @@ def _texts_torch(bench: Any, pixel_values: torch.Tensor) -> list[str]:
 
 
 def bench_onnx(report: Report, bench: Any, pixel_values: torch.Tensor, batch_sizes: tuple[int, ...],
-               timing_for: Any, row: Any, threads: int | None = None) -> None:
+               timing_for: Any, row: Any, threads: int | None = None, uncached_max_batch: int | None = None) -> None:
     """Export `bench.model` (fp32 + int8) into a temporary folder and time the three runtimes per batch size."""
     from scene_text_training.onnx_export import export_onnx
     from scene_text_training.onnx_runtime import OnnxRecognizer
@@ -55,11 +55,13 @@ def bench_onnx(report: Report, bench: Any, pixel_values: torch.Tensor, batch_siz
                            measure(lambda b=batch: _texts_torch(bench, b), warmup=warmup, repeats=repeats)))
             array = batch.float().numpy()
             for mode, recognizer in runtimes.items():
+                if mode == "onnx-fp32-uncached" and uncached_max_batch is not None and batch_size > uncached_max_batch:
+                    continue
                 texts = recognizer.decode(array)[0]
                 same = sum(a == b for a, b in zip(texts, reference)) / len(reference)
                 timing = measure(lambda r=recognizer, a=array: r.decode(a), warmup=warmup, repeats=repeats)
                 report.add(row("onnx", bench.name, batch_size, mode, None, timing, strings_identical_rate=same,
-                               onnx_threads=threads))
+                               onnx_threads=threads, mean_characters=sum(map(len, texts)) / len(texts)))
 
 
 def onnx_ratios(report: Report, ratio: Any, model: str, batch_sizes: tuple[int, ...]) -> None:

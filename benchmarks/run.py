@@ -54,8 +54,10 @@ class Plan:
     quick: bool = False
     models: tuple[str, ...] = ("dig", "clip4str")
     sections: tuple[str, ...] = ("encoder", "decode", "train_step", "data_path", "onnx")
-    onnx_batch_sizes: tuple[int, ...] = (1, 64)
+    onnx_batch_sizes: tuple[int, ...] = (1, 16, 64)
     """The `onnx` section (benchmarks/onnx_serving.py): PyTorch vs ONNX fp32 vs ONNX int8 recognition."""
+    onnx_uncached_max_batch: int | None = 1
+    """The uncached ONNX loop (a diagnostic row) is timed only up to this batch size (None: at every size)."""
     batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 16, 64)})
     train_batch_sizes: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"dig": (1, 64), "clip4str": (1, 16)})
     """CLIP4STR-B trains at 16 at most here: a b64 PLM step (6 permutations x 2 decoders) holds ~8 GB of activations
@@ -92,7 +94,7 @@ def plan_for(quick: bool = False, size: str = "full") -> Plan:
         return Plan(
             size="tiny", quick=True, batch_sizes={"dig": (1, 2), "clip4str": (1, 2)},
             train_batch_sizes={"dig": (2,), "clip4str": (2,)}, eager_batch_sizes=None, eager_uncached_max_batch=0,
-            onnx_batch_sizes=(1, 2),
+            onnx_batch_sizes=(1, 2), onnx_uncached_max_batch=None,
             warmup=0, repeats=1,
             large_warmup=0,
             large_repeats=1, matmul_size=256, data_images=16, data_workers=(0,), data_epochs=1,
@@ -425,7 +427,8 @@ def run_benchmark(plan: Plan, log: bool = True) -> Report:
         if "decode" in plan.sections:
             bench_decode(report, bench, inputs["pixel_values"], plan)
         if "onnx" in plan.sections:  # CPU serving: PyTorch vs ONNX fp32 vs int8 on these weights
-            bench_onnx(report, bench, inputs["pixel_values"], plan.onnx_batch_sizes, plan.timing_for, _row)
+            bench_onnx(report, bench, inputs["pixel_values"], plan.onnx_batch_sizes, plan.timing_for, _row,
+                       uncached_max_batch=plan.onnx_uncached_max_batch)
             onnx_ratios(report, _ratio, bench.name, plan.onnx_batch_sizes)
         if gpu:
             bench_gpu(report, bench, inputs["pixel_values"], plan)
@@ -450,6 +453,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=("encoder", "decode", "train_step", "data_path", "onnx"),
                         default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--sdpa-only", action="store_true", help="skip the eager-attention decode rows")
     return parser.parse_args(argv)
 
 
@@ -466,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.models = tuple(args.models)
     if args.sections:
         plan.sections = tuple(args.sections)
+    if args.sdpa_only:
+        plan.eager_batch_sizes = {model: () for model in RECOGNIZERS}
     report = run_benchmark(plan)
     print()
     print(format_table(report))

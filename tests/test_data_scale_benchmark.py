@@ -40,3 +40,24 @@ def test_demand_table_says_how_many_workers_a_gpu_needs():
     table = data_scale.format_demand(demand, [result], gpus=8, gpu_tflops=312, utilization=0.4)
     assert "| DiG-Small | 40.0 | 3,000 | 24,000 | 500 img/s (dig train) | 6 |" in table
     assert "| CLIP4STR-B/16 | 130.0 | 1,000 | 8,000 | 250 img/s (clip4str train) | 4 |" in table
+
+
+def test_onnx_accuracy_compares_pytorch_fp32_and_int8_on_one_split(tmp_path):
+    """`python -m benchmarks.onnx_accuracy` on a tiny DiG: fp32 ONNX reads exactly what PyTorch reads."""
+    from benchmarks import onnx_accuracy
+    from modeling_dig import DiGConfig, DiGForTextRecognition
+    from processing.synthetic import build_synthetic_benchmark
+    from scene_text_training.models import build_processor
+
+    config = DiGConfig.from_preset("tiny-test")
+    DiGForTextRecognition(config).save_pretrained(tmp_path / "model")
+    build_processor("dig", config).save_pretrained(tmp_path / "model")
+    data = build_synthetic_benchmark(tmp_path / "synth", num_train=0, num_val=0, num_test=6, seed=0, num_workers=0)
+    output = tmp_path / "accuracy.json"
+    assert onnx_accuracy.main(["--model", str(tmp_path / "model"), "--data", str(data["test"]), "--batch-size", "4",
+                               "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+    assert report["num_samples"] == 6 and set(report["results"]) == {"pytorch", "onnx-fp32", "onnx-int8"}
+    assert report["results"]["onnx-fp32"]["strings_identical_to_pytorch"] == 1.0
+    assert report["results"]["onnx-fp32"]["accuracy"] == report["results"]["pytorch"]["accuracy"]
+    assert report["results"]["onnx-fp32"]["max_confidence_difference"] < 1e-4

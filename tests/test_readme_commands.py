@@ -33,6 +33,8 @@ RUNS_FOR_REAL = {
     "modeling_clip4str.convert_original_checkpoint": "tests/test_clip4str_converter.py",
     "benchmarks": "tests/test_benchmark_smoke.py",
     "benchmarks.data_scale": "tests/test_data_scale_benchmark.py",
+    "benchmarks.onnx_accuracy": "tests/test_data_scale_benchmark.py::test_onnx_accuracy_compares_pytorch_fp32_and_int8_on_one_split",
+    "train_ocr export": "tests/test_onnx_export.py",
 }
 
 
