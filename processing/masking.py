@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .pretraining_views import IMAGE_SIZE, DiGPretrainingViews
-from .read_skips import SKIPPED_RECORDS, split_skipped
+from .read_skips import attach_skips, split_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,9 @@ class DiGPretrainingCollator:
             originals.append(original)
             augmenteds.append(augmented)
             masks.append(self.mask_generator(generator=generator))
-        batch: dict[str, Any] = {
+        batch = {
             "pixel_values": torch.stack(originals),
             "augmented_pixel_values": torch.stack(augmenteds),
             "bool_masked_pos": torch.stack(masks),
         }
-        if self.report_skips:
-            batch[SKIPPED_RECORDS] = skipped
-        else:
-            for reason, key in skipped:
-                logger.warning("skipped %s when reading it: %s", key, reason)
-        return batch
+        return attach_skips(batch, skipped, self.report_skips)

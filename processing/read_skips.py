@@ -44,6 +44,17 @@ def split_skipped(rows: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]
     return kept, skipped
 
 
+def attach_skips(batch: dict[str, Any], skipped: list[tuple[str, str]], report: bool) -> dict[str, Any]:
+    """A collator's batch with its skipped records: under `SKIPPED_RECORDS` for the trainer to count (`report`),
+    or logged one by one (a collator used outside our trainers, where nobody would pop the key)."""
+    if report:
+        batch[SKIPPED_RECORDS] = skipped
+    else:
+        for reason, key in skipped:
+            logger.warning("skipped %s when reading it: %s", key, reason)
+    return batch
+
+
 class ReadSkipTally:
     """Counts the skipped records of one phase ("train", "eval"); `report` sums them over processes and resets."""
 

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 
 from processing.augmentation import sample_rng
 from processing.image_processing_scene_text import to_rgb_pil
-from processing.read_skips import SKIPPED_RECORDS, is_skipped, split_skipped
+from processing.read_skips import attach_skips, is_skipped, split_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,8 @@ class SceneTextCollator:
             images = [self.augment(image) for image in images]
         texts = [row[self.label_column] for row in rows]
         batch = self.processor(images=images, text=texts, return_tensors="pt")
-        out: dict[str, Any] = {"pixel_values": batch["pixel_values"], "labels": batch["labels"]}
-        if self.report_skips:
-            out[SKIPPED_RECORDS] = skipped
-        else:
-            for reason, key in skipped:
-                logger.warning("skipped %s when reading it: %s", key, reason)
-        return out
+        return attach_skips({"pixel_values": batch["pixel_values"], "labels": batch["labels"]}, skipped,
+                            self.report_skips)
 
 
 def augment_transform(augment: Callable[[Any], Any], image_column: str = "image") -> Callable[[dict], dict]:
