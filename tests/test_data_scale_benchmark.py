@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import data_scale
 
 
@@ -42,6 +44,7 @@ def test_demand_table_says_how_many_workers_a_gpu_needs():
     assert "| CLIP4STR-B/16 | 130.0 | 1,000 | 8,000 | 250 img/s (clip4str train) | 4 |" in table
 
 
+@pytest.mark.slow  # exports a model with int8 graphs (~15 s), like the other ONNX benchmark smoke test
 def test_onnx_accuracy_compares_pytorch_fp32_and_int8_on_one_split(tmp_path):
     """`python -m benchmarks.onnx_accuracy` on a tiny DiG: fp32 ONNX reads exactly what PyTorch reads."""
     from benchmarks import onnx_accuracy

@@ -243,6 +243,7 @@ def test_exporting_a_folder_that_is_no_recognizer_is_a_one_line_error(tmp_path, 
     assert not (tmp_path / "onnx").exists()
 
 
+@pytest.mark.slow  # ~25 s (8 graphs); the fast suite's DiG tests cover export, runtime, int8 and the CLI
 def test_clip4str_export_reads_like_the_pytorch_model(tmp_path):
     model, processor = _tiny_clip4str(tmp_path / "model")
     folder = export_onnx(tmp_path / "model", tmp_path / "onnx")
