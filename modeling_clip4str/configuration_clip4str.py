@@ -32,6 +32,42 @@ CHARSET_36 = string.digits + string.ascii_lowercase
 """The case-insensitive evaluation charset; it also filters the captions fed to the CLIP text tower."""
 
 
+# Copied from processing.charsets.evaluation_charset
+def evaluation_charset(charset: str) -> str:
+    """The case-insensitive, symbol-free protocol of a charset: its letters and digits, lower-cased, in charset order.
+
+    For the 94 ASCII characters this is exactly `CHARSET_36`, the protocol of the English benchmarks; for another
+    alphabet it is the same rule (accents and other letters kept, punctuation and symbols dropped). A letter whose
+    lower case is not one character (e.g. "İ") is kept as it is.
+    """
+    characters = []
+    for char in charset:
+        if not char.isalnum():
+            continue
+        lower = char.lower()
+        characters.append(lower if len(lower) == 1 else char)
+    return "".join(dict.fromkeys(characters))
+
+
+def set_parseq_charset(config: Any, charset_train: str, charset_test: str | None = None) -> None:
+    """Point a PARSeq-decoder config (CLIP4STR, CLIP4STR + Adapter) at another charset: head rows EOS + N characters,
+    embedding rows EOS, characters, BOS, PAD. `charset_test` (what the captions are filtered to) defaults to the
+    charset's case-insensitive, symbol-free letters and digits (`CHARSET_36` for the 94 ASCII characters). The
+    weights do not follow; `scene_text_training.charset_adaptation` moves them."""
+    if not charset_train or len(set(charset_train)) != len(charset_train):
+        raise ValueError(f"charset_train must be non-empty with distinct characters, got {charset_train!r}")
+    num_chars = len(charset_train)
+    config.charset_train = charset_train
+    config.charset_test = charset_test if charset_test is not None else evaluation_charset(charset_train)
+    config.eos_token_id = 0
+    config.bos_token_id = config.decoder_start_token_id = num_chars + 1
+    config.pad_token_id = num_chars + 2
+    config.decoder.num_classes = min(config.decoder.num_classes, num_chars + 1)  # never above vocab_size meanwhile
+    config.decoder.vocab_size = num_chars + 3
+    config.decoder.num_classes = num_chars + 1
+    check_parseq_layout(config)
+
+
 def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     """`(height, width)` from an int (square) or a pair; anything else is a config error naming the field."""
     if isinstance(value, int):
@@ -185,6 +221,10 @@ class CLIP4STRConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     @property
     def max_label_length(self) -> int:
         return self.decoder.max_label_length
+
+    def set_charset(self, charset_train: str, charset_test: str | None = None) -> None:
+        """Read `charset_train` (see `set_parseq_charset`)."""
+        set_parseq_charset(self, charset_train, charset_test)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> CLIP4STRConfig:

@@ -20,6 +20,7 @@ from .configuration_clip4str import (
     SceneTextPipelinesConfigMixin,
     build_preset_kwargs,
     check_parseq_layout,
+    set_parseq_charset,
 )
 
 ADAPTER_TYPES = ("linear", "attention", "ladder", "linear_ladder", "ladder_pruning")
@@ -112,6 +113,10 @@ class STRAdapterConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     @property
     def max_label_length(self) -> int:
         return self.decoder.max_label_length
+
+    def set_charset(self, charset_train: str, charset_test: str | None = None) -> None:
+        """Read `charset_train` (see `set_parseq_charset`)."""
+        set_parseq_charset(self, charset_train, charset_test)
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> STRAdapterConfig:

@@ -350,6 +350,13 @@ class CLIP4STRDecoder(nn.Module):
         return CLIP4STRDecoderOutput(logits=self.head(hidden), last_hidden_state=hidden)
 
 
+def parseq_character_rows(charset_train: str) -> dict[str, list[str]]:
+    """The rows of one PARSeq decoder by token: head rows EOS then the characters; the token embedding adds BOS and
+    PAD (ids 0..N+2). Special tokens are named so that no single character can collide with them."""
+    head = ["[E]", *charset_train]
+    return {"head.weight": head, "head.bias": head, "text_embed.embedding.weight": [*head, "[B]", "[P]"]}
+
+
 class CLIP4STRPreTrainedModel(PreTrainedModel):
     config_class = CLIP4STRConfig
     config: CLIP4STRConfig
@@ -551,6 +558,22 @@ class CLIP4STRForTextRecognition(CLIP4STRPreTrainedModel, GenerationMixin):
         """"clip" for the CLIP towers, projections and logit_scale; "decoder" for the two character decoders, which
         the original trains at a multiple of the CLIP lr (`optim.decoder_lr_scale`)."""
         return "decoder" if name.split(".")[0].endswith("decoder") else "clip"
+
+    # ----------------------------------------------------------------------------------------------- charset
+    def character_rows(self) -> dict[str, list[str]]:
+        """The parameters with one row per token and each row's token (both decoders), read by
+        `scene_text_training.adapt_to_charset`."""
+        rows = parseq_character_rows(self.config.charset_train)
+        return {f"{decoder}.{name}": tokens for decoder in ("visual_decoder", "cross_decoder")
+                for name, tokens in rows.items()}
+
+    def charset_changed(self) -> None:
+        """Rebuild the caption tokenizer after a charset change: it maps head rows to characters."""
+        config = self.config
+        self.caption_tokenizer = CaptionTokenizer(
+            config.charset_train, config.charset_test, config.context_length,
+            config.clip_sot_token_id, config.clip_eot_token_id, config.clip_pad_token_id,
+        )
 
     # ----------------------------------------------------------------------------------------------- encoders
     def get_encoder(self, modality: str | None = None):

@@ -32,6 +32,7 @@ from .modeling_clip4str import (
     CLIP4STRForTextRecognition,
     CLIP4STRPreTrainedModel,
     labels_to_target,
+    parseq_character_rows,
 )
 from .permutations import permutation_attention_masks
 from .vision_embeddings import build_vision_tower
@@ -125,6 +126,11 @@ class STRAdapterForTextRecognition(STRAdapterPreTrainedModel, GenerationMixin):
         if self.generation_config is not None:
             self.generation_config.max_length = config.decoder.num_position_queries
             self.generation_config.decoder_start_token_id = config.bos_token_id
+
+    def character_rows(self) -> dict[str, list[str]]:
+        """The decoder's parameters with one row per token and each row's token, read by
+        `scene_text_training.adapt_to_charset`."""
+        return {f"decoder.{name}": tokens for name, tokens in parseq_character_rows(self.config.charset_train).items()}
 
     # ----------------------------------------------------------------------------------------------- freezing
     @classmethod

@@ -8,6 +8,7 @@ small transformer decoder over 97 character classes. The composite config follow
 
 from __future__ import annotations
 
+import string
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
@@ -21,11 +22,27 @@ except ImportError:  # remote code without the library: `custom_pipelines` is a 
         pass
 
 
+# Copied from processing.charsets.CHARSET_94
+CHARSET_94 = string.digits + string.ascii_lowercase + string.ascii_uppercase + string.punctuation
+"""DiG's 94 classes in row order (`string.printable[:-6]`): its default charset."""
+
 # Special ids of the 97-class vocabulary (0..93 characters, then EOS, PAD, UNK) and the decoder-only BOS row.
 DIG_EOS_TOKEN_ID = 94
 DIG_PAD_TOKEN_ID = 95
 DIG_UNK_TOKEN_ID = 96
 DIG_BOS_TOKEN_ID = 97
+
+
+def dig_token_ids(num_characters: int) -> dict[str, int]:
+    """The special ids of an N-character DiG charset: classes 0..N-1 are the characters, then EOS N, PAD N + 1 and
+    UNK N + 2; BOS (N + 3) is the decoder embedding's extra row. N = 94 gives the original 94/95/96/97."""
+    return {
+        "eos_token_id": num_characters,
+        "pad_token_id": num_characters + 1,
+        "unk_token_id": num_characters + 2,
+        "bos_token_id": num_characters + 3,
+        "decoder_start_token_id": num_characters + 3,
+    }
 
 
 def _validate_dig_token_ids(config: PreTrainedConfig) -> None:
@@ -239,6 +256,9 @@ class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
         loss_normalization (`str`): "sequence" (original: summed token NLL / number of sequences; under gradient
             accumulation the Trainer divides by the number of micro-batches) or "token" (summed NLL / labelled tokens,
             honouring the Trainer's `num_items_in_batch`, exact under accumulation with unequal micro-batches).
+        charset (`str`): the characters of classes 0..N-1 in row order (default: the original's 94 ASCII characters).
+            The classifier has N + 3 rows (EOS, PAD, UNK follow) and the embedding N + 4 (BOS); `set_charset`, or
+            `from_preset(..., charset=...)`, sets the sizes and special ids to match.
         decoder_start_token_id, bos_token_id, eos_token_id, pad_token_id, unk_token_id (`int`): special ids.
 
     The saved config.json declares `custom_pipelines["image-to-text"]` (see processing/pipeline_scene_text.py) so
@@ -260,6 +280,7 @@ class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     loss_normalization: str = "sequence"
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
+    charset: str = CHARSET_94
     decoder_start_token_id: int | None = DIG_BOS_TOKEN_ID
     bos_token_id: int | None = DIG_BOS_TOKEN_ID
     eos_token_id: int | None = DIG_EOS_TOKEN_ID
@@ -278,6 +299,30 @@ class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     def validate_token_ids(self) -> None:
         _validate_dig_token_ids(self)
 
+    def validate_charset(self) -> None:
+        """The classifier must have one row per character plus EOS, PAD and UNK: a mismatch would shift every
+        prediction silently."""
+        vocab_size = getattr(self.get_text_config(decoder=True), "vocab_size", None)
+        if vocab_size is not None and vocab_size != len(self.charset) + 3:
+            raise ValueError(
+                f"DiGConfig: decoder.vocab_size={vocab_size} does not fit charset of {len(self.charset)} characters "
+                f"(expected {len(self.charset) + 3}: characters, EOS, PAD, UNK); use config.set_charset(charset) "
+                "or DiGConfig.from_preset(name, charset=charset)."
+            )
+
+    def set_charset(self, charset: str) -> None:
+        """Make this config read `charset`: classes 0..N-1, EOS/PAD/UNK/BOS at N..N+3 (`dig_token_ids`). The weights
+        of a model built from the old config do not follow; `scene_text_training.charset_adaptation` moves them."""
+        if len(set(charset)) != len(charset) or not charset:
+            raise ValueError(f"DiGConfig: charset must be non-empty with distinct characters, got {charset!r}")
+        ids = dig_token_ids(len(charset))
+        self.charset = charset
+        self.decoder.vocab_size = len(charset) + 3
+        for name, value in ids.items():
+            setattr(self, name, value)
+            if hasattr(self.decoder, name):
+                setattr(self.decoder, name, value)
+
     @property
     def max_label_length(self) -> int:
         return self.decoder.max_label_length
@@ -286,14 +331,19 @@ class DiGConfig(SceneTextPipelinesConfigMixin, PreTrainedConfig):
     def from_preset(cls, name: str, **kwargs: Any) -> DiGConfig:
         """A config of one of the paper's sizes ("vit-tiny", "vit-small" = released, "vit-base") or "tiny-test".
 
-        `encoder=` / `decoder=` dicts in kwargs update the preset's sub-config fields; other kwargs go to DiGConfig.
+        `encoder=` / `decoder=` dicts in kwargs update the preset's sub-config fields; `charset=` sets the classes
+        and special ids (`set_charset`); other kwargs go to DiGConfig.
         """
         if name not in DIG_PRESETS:
             raise ValueError(f"Unknown DiG preset {name!r}; choose one of {sorted(DIG_PRESETS)}.")
         preset = DIG_PRESETS[name]
         encoder = {**preset["encoder"], **kwargs.pop("encoder", {})}
         decoder = {**preset["decoder"], **kwargs.pop("decoder", {})}
-        return cls(encoder=DiGEncoderConfig(**encoder), decoder=DiGDecoderConfig(**decoder), **kwargs)
+        charset = kwargs.pop("charset", None)
+        config = cls(encoder=DiGEncoderConfig(**encoder), decoder=DiGDecoderConfig(**decoder), **kwargs)
+        if charset is not None:
+            config.set_charset(charset)
+        return config
 
 
-__all__ = ["DIG_PRESETS", "DiGConfig", "DiGDecoderConfig", "DiGEncoderConfig"]
+__all__ = ["DIG_PRESETS", "DiGConfig", "DiGDecoderConfig", "DiGEncoderConfig", "dig_token_ids"]

@@ -746,13 +746,24 @@ class DiGForTextRecognition(DiGPreTrainedModel, GenerationMixin):
         self.classifier = new_embeddings
 
     def resize_token_embeddings(self, *args, **kwargs):
-        """Refused: DiG's classes are fixed by `DiGTokenizer` (94 characters, EOS, PAD, UNK) and its embedding has one
-        more row than the classifier (BOS, id `vocab_size`), which transformers' text-model resizing does not keep
-        (the resized model could not be reloaded). Build a new `DiGConfig` for another character set."""
+        """Refused: DiG's classes are its charset's characters then EOS, PAD, UNK, and its embedding has one more row
+        than the classifier (BOS, id `vocab_size`), which transformers' text-model resizing does not keep (the
+        resized model could not be reloaded). `scene_text_training.adapt_to_charset` moves a model onto another
+        charset, keeping the rows of the characters both share."""
         raise NotImplementedError(
-            "DiGForTextRecognition does not resize its token embeddings: the character set is fixed by DiGTokenizer "
-            "and the embedding's extra BOS row; build a new DiGConfig (decoder.vocab_size) for another charset."
+            "DiGForTextRecognition does not resize its token embeddings (its embedding has an extra BOS row): use "
+            "scene_text_training.adapt_to_charset(model, processor, charset) to change its charset."
         )
+
+    def character_rows(self) -> dict[str, list[str]]:
+        """The parameters with one row per token and the token of each row, in row order: classes are the charset's
+        characters then EOS, PAD, UNK; the embedding adds BOS. Read by `scene_text_training.adapt_to_charset`."""
+        classes = [*self.config.charset, "[EOS]", "[PAD]", "[UNK]"]
+        return {
+            "classifier.weight": classes,
+            "classifier.bias": classes,
+            "decoder.embed_tokens.weight": [*classes, "[BOS]"],
+        }
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.classifier

@@ -5,7 +5,7 @@ synthetic word renderer."""
 from importlib import import_module
 from typing import Any
 
-from .charsets import CHARSET_36, CHARSET_94, CharsetAdapter
+from .charsets import CHARSET_36, CHARSET_94, CharsetAdapter, evaluation_charset, read_charset
 
 # The tokenizers, image processors, processors and pipeline import torch and transformers: load them on first use so
 # that `import processing.charsets` (or `processing.labels`) stays light.
@@ -47,6 +47,8 @@ __all__ = [
     "SceneTextImageProcessor",
     "SceneTextProcessor",
     "SceneTextRecognitionPipeline",
+    "evaluation_charset",
+    "read_charset",
     "register_scene_text_pipeline",
     "scene_text_custom_pipelines",
 ]

@@ -7,6 +7,10 @@
   (PARSeq's definition).
 - cer: total edits / total reference characters, also on the 36-char-adapted strings.
 
+Another model charset (`charset=`) gets the same two protocols of its own: case-insensitive and symbol-free
+(`evaluation_charset(charset)`: its letters and digits, lower-cased) and case-sensitive (the charset itself). The
+default, the 94 ASCII characters, gives exactly the 36/94 protocols above.
+
 Values are fractions in [0, 1]; `format_results_table` prints percentages. The `evaluate` metric in
 `processing/metrics/scene_text_accuracy` wraps `compute_scene_text_metrics`.
 """
@@ -14,13 +18,17 @@ Values are fractions in [0, 1]; `format_results_table` prints percentages. The `
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from rapidfuzz.distance import Levenshtein
 
-from .charsets import CHARSET_36, CHARSET_94, CharsetAdapter
+from .charsets import CHARSET_94, CharsetAdapter, evaluation_charset
 
-_ADAPT_36 = CharsetAdapter(CHARSET_36)
-_ADAPT_94 = CharsetAdapter(CHARSET_94)
+
+@lru_cache(maxsize=8)
+def protocol_adapters(charset: str = CHARSET_94) -> tuple[CharsetAdapter, CharsetAdapter]:
+    """(case-insensitive symbol-free adapter, case-sensitive adapter) of a model charset."""
+    return CharsetAdapter(evaluation_charset(charset)), CharsetAdapter(charset)
 
 TABLE_COLUMNS = ("num_samples", "accuracy", "one_minus_ned", "confidence")
 _COLUMN_TITLES = {
@@ -40,10 +48,14 @@ def normalized_edit_distance(prediction: str, reference: str) -> float:
 
 
 def compute_scene_text_metrics(
-    predictions: Sequence[str], references: Sequence[str], confidences: Sequence[float] | None = None
+    predictions: Sequence[str],
+    references: Sequence[str],
+    confidences: Sequence[float] | None = None,
+    charset: str = CHARSET_94,
 ) -> dict[str, float | int]:
     """accuracy, accuracy_cased, one_minus_ned, cer and num_samples (plus the mean confidence when
-    per-sample confidences are given) for one benchmark."""
+    per-sample confidences are given) for one benchmark, under the protocols of the model's `charset`."""
+    uncased, cased = protocol_adapters(charset)
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
     if confidences is not None and len(confidences) != len(predictions):
@@ -54,9 +66,9 @@ def compute_scene_text_metrics(
     correct = correct_cased = edits = reference_chars = 0
     ned_sum = 0.0
     for prediction, reference in zip(predictions, references):
-        pred36, ref36 = _ADAPT_36(prediction), _ADAPT_36(reference)
+        pred36, ref36 = uncased(prediction), uncased(reference)
         correct += pred36 == ref36
-        correct_cased += _ADAPT_94(prediction) == _ADAPT_94(reference)
+        correct_cased += cased(prediction) == cased(reference)
         ned_sum += normalized_edit_distance(pred36, ref36)
         edits += Levenshtein.distance(pred36, ref36)
         reference_chars += len(ref36)

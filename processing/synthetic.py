@@ -7,6 +7,11 @@ and oblique variants, STIX, Computer Modern). Each image gets a font size, text 
 (solid, gradient or textured), padding, rotation, perspective and blur drawn from a `random.Random`, so
 the same seed gives byte-identical images on any number of worker processes.
 
+Any alphabet: `charset` and `wordlist` choose the characters and words (e.g. configs/charsets/latin_greek.txt with
+processing/wordlist_latin_greek.txt), and a word is only drawn in fonts whose character map covers every one of its
+characters (`font_covers`; the DejaVu and STIX faces cover Latin, Greek and Cyrillic). A word no font of the level
+can draw is an error naming it and the missing characters, never a box of missing-glyph squares with a label.
+
 `build_synthetic_benchmark` writes PARSeq's layout, `output_root/{train,val,test}/<name>/data.mdb`, with
 val and test words held out of training, so test accuracy measures reading, not memorising. With
 `random_fraction`, that share of the training images shows random alphanumeric strings instead of words: a
@@ -20,6 +25,7 @@ import io
 import math
 import os
 import random
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .augmentation import perspective_coefficients
-from .charsets import CHARSET_94
+from .charsets import CHARSET_94, evaluation_charset, is_ascii_charset
 from .lmdb_writer import write_str_lmdb
 
 WORDLIST_PATH = Path(__file__).with_name("wordlist.txt")
@@ -91,8 +97,9 @@ DIFFICULTIES = {
 
 
 def load_wordlist(path: str | os.PathLike = WORDLIST_PATH, charset: str | None = CHARSET_94) -> list[str]:
-    """The words of a word list (one per line), keeping only those made of `charset` characters."""
-    words = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    """The words of a word list (one UTF-8 word per line, composed to NFC as labels are), keeping only those made of
+    `charset` characters."""
+    words = [unicodedata.normalize("NFC", line.strip()) for line in Path(path).read_text(encoding="utf-8").splitlines()]
     allowed = set(charset) if charset is not None else None
     words = [w for w in words if w and (allowed is None or set(w) <= allowed)]
     if not words:
@@ -159,11 +166,31 @@ def _perspective(image: Image.Image, rng: random.Random, amount: float, fill: tu
     )
 
 
+@lru_cache(maxsize=64)
+def font_characters(name: str) -> frozenset[str]:
+    """The characters a bundled font draws: its Unicode character map (Computer Modern: letters and digits only,
+    its other code points hold TeX glyphs)."""
+    from matplotlib.ft2font import FT2Font
+
+    mapped = frozenset(chr(code) for code in FT2Font(str(font_dir() / name)).get_charmap())
+    return mapped & _TEX_SAFE if name in TEX_FONTS else mapped
+
+
+def font_covers(name: str, text: str) -> bool:
+    """True when the font has a glyph for every character of `text`."""
+    return set(text) <= font_characters(name)
+
+
 def _pick_font(word: str, rng: random.Random, level: Difficulty) -> str:
-    if level.fonts is not None:
-        return rng.choice(level.fonts)
-    fonts = UNICODE_FONTS + TEX_FONTS if set(word) <= _TEX_SAFE else UNICODE_FONTS
-    return rng.choice(fonts)
+    fonts = level.fonts if level.fonts is not None else UNICODE_FONTS + TEX_FONTS
+    covering = [name for name in fonts if font_covers(name, word)]
+    if not covering:
+        missing = sorted(set(word) - set().union(*(font_characters(name) for name in fonts)))
+        raise ValueError(
+            f"no font of this difficulty draws {word!r}: {missing} are missing from all of {list(fonts)}; drop those "
+            "characters from the charset / word list or choose a level with other fonts"
+        )
+    return rng.choice(covering)
 
 
 def render_word(word: str, rng: random.Random, difficulty: str = "easy") -> Image.Image:
@@ -198,10 +225,12 @@ def render_word(word: str, rng: random.Random, difficulty: str = "easy") -> Imag
     return image
 
 
-def vary_case(word: str, rng: random.Random, probability: float) -> str:
-    """Show a lower-case word in Title or UPPER case with the given probability (signs are often capitalised)."""
+def vary_case(word: str, rng: random.Random, probability: float, allowed: frozenset[str] | None = None) -> str:
+    """Show a lower-case word in Title or UPPER case with the given probability (signs are often capitalised).
+    A case change that leaves `allowed` (e.g. "ΐ".upper() is two code points) keeps the word as it is."""
     if word.islower() and rng.random() < probability:
-        return word.title() if rng.random() < 0.6 else word.upper()
+        varied = word.title() if rng.random() < 0.6 else word.upper()
+        return varied if allowed is None or set(varied) <= allowed else word
     return word
 
 
@@ -210,10 +239,23 @@ RANDOM_STRING_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 RANDOM_STRING_LENGTHS = (1, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 10, 11, 12)
 
 
-def random_string(rng: random.Random, upper_case_p: float = 0.15) -> str:
-    """A random alphanumeric "word" (lower case, or upper case with `upper_case_p`)."""
-    text = "".join(rng.choice(RANDOM_STRING_CHARS) for _ in range(rng.choice(RANDOM_STRING_LENGTHS)))
-    return text.upper() if rng.random() < upper_case_p else text
+def random_string(
+    rng: random.Random, upper_case_p: float = 0.15, characters: str = RANDOM_STRING_CHARS,
+    allowed: frozenset[str] | None = None,
+) -> str:
+    """A random "word" of `characters` (lower case, or upper case with `upper_case_p` when its upper case stays in
+    `allowed`)."""
+    text = "".join(rng.choice(characters) for _ in range(rng.choice(RANDOM_STRING_LENGTHS)))
+    if rng.random() < upper_case_p:
+        upper = text.upper()
+        return upper if allowed is None or set(upper) <= allowed else text
+    return text
+
+
+def random_characters(charset: str | None) -> str:
+    """What random strings are made of: a-z0-9 for an ASCII charset (the quickstart's), else the charset's letters
+    and digits, lower-cased (`evaluation_charset`)."""
+    return RANDOM_STRING_CHARS if is_ascii_charset(charset) else evaluation_charset(charset)
 
 
 def split_vocabulary(words: list[str], held_out_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -229,22 +271,26 @@ def split_vocabulary(words: list[str], held_out_fraction: float, seed: int) -> t
 
 
 def _render_sample(
-    split: str, seed: int, index: int, words: list[str], difficulty: str, random_fraction: float = 0.0
+    split: str, seed: int, index: int, words: list[str], difficulty: str, random_fraction: float = 0.0,
+    charset: str | None = None,
 ) -> tuple[bytes, str]:
-    """Render sample `index` of a split: its own seeded RNG picks the word, so workers need no shared state."""
+    """Render sample `index` of a split: its own seeded RNG picks the word, so workers need no shared state. Labels
+    stay inside `charset` (None: no limit)."""
     rng = random.Random(f"{seed}-{split}-{index}")
+    allowed = frozenset(charset) if charset is not None else None
     if random_fraction > 0 and rng.random() < random_fraction:
-        word = random_string(rng)
+        word = random_string(rng, characters=random_characters(charset), allowed=allowed)
     else:
-        word = vary_case(rng.choice(words), rng, DIFFICULTIES[difficulty].case_p)
+        word = vary_case(rng.choice(words), rng, DIFFICULTIES[difficulty].case_p, allowed)
     buffer = io.BytesIO()
     render_word(word, rng, difficulty).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue(), word
 
 
-def _render_chunk(args: tuple[str, int, int, int, list[str], str, float]) -> list[tuple[bytes, str]]:
-    split, seed, start, stop, words, difficulty, random_fraction = args
-    return [_render_sample(split, seed, index, words, difficulty, random_fraction) for index in range(start, stop)]
+def _render_chunk(args: tuple[str, int, int, int, list[str], str, float, str | None]) -> list[tuple[bytes, str]]:
+    split, seed, start, stop, words, difficulty, random_fraction, charset = args
+    return [_render_sample(split, seed, index, words, difficulty, random_fraction, charset)
+            for index in range(start, stop)]
 
 
 def render_split(
@@ -255,13 +301,15 @@ def render_split(
     difficulty: str = "easy",
     num_workers: int = 0,
     random_fraction: float = 0.0,
+    charset: str | None = None,
 ) -> Iterator[tuple[bytes, str]]:
-    """Yield `(png_bytes, label)` for one split, in index order whatever the number of workers."""
+    """Yield `(png_bytes, label)` for one split, in index order whatever the number of workers; random strings and
+    case changes stay inside `charset` (None: a-z0-9 random strings, any case change)."""
     if not 0.0 <= random_fraction <= 1.0:
         raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
     chunk = 256  # the word list travels once per chunk, not once per image
     tasks = [
-        (split, seed, start, min(start + chunk, num_samples), words, difficulty, random_fraction)
+        (split, seed, start, min(start + chunk, num_samples), words, difficulty, random_fraction, charset)
         for start in range(0, num_samples, chunk)
     ]
     if num_workers <= 1:
@@ -290,7 +338,9 @@ def build_synthetic_benchmark(
 ) -> dict[str, Path]:
     """Write `output_root/{train,val,test}/<name>/data.mdb`. Val and test words are held out of train;
     `random_fraction` of the training images show random alphanumeric strings (val and test: words only).
-    Returns the LMDB folder of each split (splits with 0 samples are not written)."""
+    `charset` limits the words (only those made of its characters are used), the random strings (its letters and
+    digits; a-z0-9 for an ASCII charset) and the case changes. Returns the LMDB folder of each split (splits with
+    0 samples are not written)."""
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}")
     if num_workers is None:
@@ -305,7 +355,8 @@ def build_synthetic_benchmark(
     for split, folder in folders.items():
         count, words = plan[split]
         fraction = random_fraction if split == "train" else 0.0
-        samples = render_split(split, count, words, seed, difficulty, num_workers, random_fraction=fraction)
+        samples = render_split(split, count, words, seed, difficulty, num_workers, random_fraction=fraction,
+                               charset=charset)
         write_str_lmdb(folder, samples, overwrite=overwrite)
         written[split] = folder
     return written
@@ -335,6 +386,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--difficulty", choices=sorted(DIFFICULTIES), default="easy")
+    parser.add_argument("--charset", default=None,
+                        help="characters (or a file of one character per line) the words and labels are limited to; "
+                             "default: the 94 printable ASCII characters")
+    parser.add_argument("--wordlist", default=str(WORDLIST_PATH), help="UTF-8 word list, one word per line")
     parser.add_argument("--random-fraction", type=float, default=0.0,
                         help="share of training images showing random alphanumeric strings instead of words")
     parser.add_argument("--num-workers", type=int, default=None)
@@ -342,6 +397,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contact-sheet", help="also save 48 training samples tiled into this PNG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .charsets import read_charset
+
+    charset = read_charset(args.charset) if args.charset is not None else CHARSET_94
     start = time.perf_counter()
     paths = build_synthetic_benchmark(
         args.output_root,
@@ -353,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         num_workers=args.num_workers,
         overwrite=args.overwrite,
         random_fraction=args.random_fraction,
+        charset=charset,
+        wordlist=args.wordlist,
     )
     total = args.num_train + args.num_val + args.num_test
     elapsed = time.perf_counter() - start
@@ -360,9 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         f"wrote {total} images in {elapsed:.1f} s ({total / elapsed:.0f} images/s): {sorted(map(str, paths.values()))}"
     )
     if args.contact_sheet:
-        words, _ = split_vocabulary(load_wordlist(), 0.2, args.seed)
+        words, _ = split_vocabulary(load_wordlist(args.wordlist, charset), 0.2, args.seed)
         samples = [
-            _render_sample("train", args.seed, i, words, args.difficulty, args.random_fraction) for i in range(48)
+            _render_sample("train", args.seed, i, words, args.difficulty, args.random_fraction, charset)
+            for i in range(48)
         ]
         contact_sheet([Image.open(io.BytesIO(data)) for data, _ in samples]).save(args.contact_sheet)
 

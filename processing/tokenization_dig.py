@@ -1,4 +1,5 @@
-"""DiG's character tokenizer: the 94 characters first, then EOS, PAD, UNK and BOS, as in the original code."""
+"""DiG's character tokenizer: the charset's characters first (the original's 94 by default), then EOS, PAD, UNK and
+BOS, as in the original code."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from .tokenization_parseq import CharacterTokenizer
 
 
 class DiGTokenizer(CharacterTokenizer):
-    """Characters of `CHARSET_94` at ids 0..93, "[EOS]" 94, "[PAD]" 95, "[UNK]" 96, "[BOS]" 97.
+    """Characters of `CHARSET_94` at ids 0..93, "[EOS]" 94, "[PAD]" 95, "[UNK]" 96, "[BOS]" 97; for another
+    N-character `charset` (`DiGConfig.charset`), the characters at 0..N-1 and the specials at N..N+3.
 
     The order is the original classifier's row order (97 classes; BOS only feeds the decoder's embedding), so
     converted checkpoints predict the same ids. Characters outside the charset (space, non-ASCII) encode to UNK

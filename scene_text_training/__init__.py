@@ -6,4 +6,13 @@ optimiser rules), finetune (Trainer), evaluation (benchmark table/JSON), reading
 
 from .recipes import Recipe, RecipeError, load_recipe, save_recipe
 
-__all__ = ["Recipe", "RecipeError", "load_recipe", "save_recipe"]
+__all__ = ["Recipe", "RecipeError", "adapt_to_charset", "load_recipe", "save_recipe"]
+
+
+def __getattr__(name: str):
+    """`adapt_to_charset` without importing torch for `train_ocr --help`."""
+    if name == "adapt_to_charset":
+        from .charset_adaptation import adapt_to_charset
+
+        return adapt_to_charset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

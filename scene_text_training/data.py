@@ -10,7 +10,7 @@ from typing import Any
 import datasets
 import torch
 
-from processing.charsets import CHARSET_36, CHARSET_94
+from processing.charsets import CHARSET_94, evaluation_charset
 from processing.labels import LabelNormalizer
 from processing.lazy_lmdb_dataset import STRLmdbDataset
 from processing.lmdb_dataset import find_lmdbs, load_str_lmdb, open_lmdb, read_num_samples
@@ -39,12 +39,17 @@ def load_lmdb_split(
     cased: bool = True,
     cache_dir: str | None = None,
     reader: str = "lazy",
+    charset: str = CHARSET_94,
+    unicode_normalization: str = "auto",
+    remove_whitespace: bool = True,
 ) -> tuple[torch.utils.data.Dataset | datasets.Dataset, int]:
     """Concatenate the LMDBs at `paths` into one dataset (image, label, source) and count the skipped records.
 
-    Labels follow PARSeq's pipeline: whitespace removed, NFKD -> ASCII, longer than `max_label_length` skipped,
-    characters outside the charset removed, empty labels skipped. Training keeps the 94-char charset; evaluation
-    uses the 36-char test charset (lower-cased) unless `cased`.
+    Labels follow PARSeq's pipeline (processing/labels.py): whitespace removed (`remove_whitespace`), Unicode
+    normalised (`unicode_normalization`; "auto": NFKD -> ASCII for an ASCII charset, NFC otherwise), longer than
+    `max_label_length` skipped, characters outside the charset removed, empty labels skipped. `charset` is the
+    model's: training keeps all of it; evaluation uses its case-insensitive, symbol-free protocol
+    (`evaluation_charset`: the 36-char test charset for the 94 ASCII characters) unless `cased`.
 
     `reader="lazy"` (default): `STRLmdbDataset`, no copy; only labels are read here (a cached label index), images
     are checked when read and unusable ones are counted then (processing/read_skips.py); the count returned is
@@ -57,8 +62,9 @@ def load_lmdb_split(
         raise ValueError("no LMDB paths given for this split (set data.train / data.val / evaluate.data)")
     if reader not in READERS:
         raise ValueError(f"data.reader must be one of {list(READERS)}, got {reader!r}")
-    charset = CHARSET_94 if (cased or not evaluation) else CHARSET_36
-    normalizer = LabelNormalizer(charset=charset, max_label_length=max_label_length)
+    label_charset = charset if (cased or not evaluation) else evaluation_charset(charset)
+    normalizer = LabelNormalizer(charset=label_charset, max_label_length=max_label_length,
+                                 remove_whitespace=remove_whitespace, unicode_normalization=unicode_normalization)
     if reader == "lazy":
         index_dir = Path(cache_dir) / "str_lmdb_index" if cache_dir is not None else None
         lazy = [STRLmdbDataset(path, label_normalizer=normalizer, index_dir=index_dir) for path in paths]

@@ -3,7 +3,9 @@
 Protocol (PARSeq / CLIP4STR, also DiG's case-insensitive accuracy): predictions and labels go through the 36-char
 case-insensitive charset adapter and are compared exactly; 1-NED is 1 - mean(edit distance / max length);
 confidence is the product of the per-step max probabilities up to and including EOS; the average row weights every
-benchmark by its sample count. `cased=True` adds accuracy on the 94-char case-sensitive charset.
+benchmark by its sample count. `cased=True` adds accuracy on the 94-char case-sensitive charset. A model with
+another charset is scored the same way on its own: its letters and digits lower-cased, and (cased) the charset
+itself (processing/str_metrics.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from processing.charsets import CHARSET_94
 from processing.lmdb_dataset import lmdb_folders
 from processing.lmdb_writer import is_unfinished_write
 from processing.str_metrics import compute_scene_text_metrics, format_results_table, weighted_average
@@ -84,9 +87,12 @@ def score_predictions(
     references: Sequence[str],
     confidences: Sequence[float] | None = None,
     cased: bool = False,
+    charset: str = CHARSET_94,
 ) -> BenchmarkResult:
-    """Accuracy (36-char case-insensitive), optional cased accuracy (94 chars), 1-NED and mean confidence."""
-    scores = compute_scene_text_metrics(predictions, references, list(confidences) if confidences else None)
+    """Accuracy (case-insensitive, symbol-free: 36 chars for the default charset), optional cased accuracy (the
+    model's charset, 94 chars by default), 1-NED and mean confidence."""
+    scores = compute_scene_text_metrics(predictions, references, list(confidences) if confidences else None,
+                                        charset=charset)
     return BenchmarkResult(
         accuracy=scores["accuracy"],
         accuracy_cased=scores["accuracy_cased"] if cased else None,
@@ -185,9 +191,11 @@ def evaluate_benchmarks(
     disable_tqdm: bool = False,
     normalization: str | None = None,
     recognizer: Any = None,
+    charset: str | None = None,
 ) -> dict[str, BenchmarkResult]:
     """Score every benchmark (name -> LMDB folder); skipped records are counted, not scored. `recognizer` (an
-    `onnx_runtime.OnnxRecognizer`) replaces `model` + `processor` when given."""
+    `onnx_runtime.OnnxRecognizer`) replaces `model` + `processor` when given. `charset`: the model's, which sets
+    the protocol; None = the processor's (or recognizer's) tokenizer charset."""
     from processing.lmdb_dataset import NoUsableRecordsError
     from processing.read_skips import SKIP_REASON, ReadSkipTally, is_skipped
 
@@ -195,11 +203,14 @@ def evaluate_benchmarks(
 
     if recognizer is None:
         model.eval()
+    if charset is None:
+        tokenizer = getattr(recognizer.processor if recognizer is not None else processor, "tokenizer", None)
+        charset = getattr(tokenizer, "charset", None) or CHARSET_94  # a remote-code tokenizer may not say
     results: dict[str, BenchmarkResult] = {}
     for name, path in tqdm(benchmarks.items(), desc="benchmarks", disable=disable_tqdm or len(benchmarks) == 1):
         try:
             dataset, skipped = load_lmdb_split([path], max_label_length=max_label_length, max_samples=max_samples,
-                                               evaluation=True, cased=cased)
+                                               evaluation=True, cased=cased, charset=charset)
         except NoUsableRecordsError as error:  # one broken benchmark must not abort the others
             logger.warning("%s: 0 usable samples, not scored: %s", name, error)
             results[name] = BenchmarkResult.unusable(skipped=error.skips.seen)
@@ -230,7 +241,7 @@ def evaluate_benchmarks(
             logger.warning("%s: every record was unusable when read, not scored", name)
             results[name] = BenchmarkResult.unusable(skipped=skipped)
             continue
-        result = score_predictions(texts, references, confidences, cased=cased)
+        result = score_predictions(texts, references, confidences, cased=cased, charset=charset)
         result.skipped = skipped
         result.examples = [{"label": r, "prediction": t, "confidence": c}
                            for r, t, c in list(zip(references, texts, confidences))[:20]]

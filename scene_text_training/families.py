@@ -55,7 +55,11 @@ def _dig_config(config_class: type, preset: str | None, values: dict[str, Any]) 
     from .models import check_config_keys
 
     check_config_keys(config_class, values, "model.config")
-    return config_class.from_preset(preset, **values) if preset is not None else config_class(**values)
+    charset = values.pop("charset", None)  # sizes and special ids follow the charset: set them together
+    config = config_class.from_preset(preset, **values) if preset is not None else config_class(**values)
+    if charset is not None:
+        config.set_charset(charset)
+    return config
 
 
 def _clip_family_config(
@@ -82,7 +86,11 @@ def _clip_family_config(
     if decoder is not None:
         d_model = kwargs["decoder"].d_model if "decoder" in kwargs else decoder.get("d_model", 512)
         kwargs["decoder"] = CLIP4STRDecoderConfig(**{"d_model": d_model, **decoder})
-    return config_class(**{**kwargs, **values})
+    charsets = {key: values.pop(key) for key in ("charset_train", "charset_test") if key in values}
+    config = config_class(**{**kwargs, **values})
+    if charsets:  # the token ids and head sizes follow the charset: set them together
+        config.set_charset(charsets.get("charset_train", config.charset_train), charsets.get("charset_test"))
+    return config
 
 
 def _clip4str_config(config_class: type, preset: str | None, values: dict[str, Any]) -> Any:
@@ -106,11 +114,12 @@ def _str_adapter_config(config_class: type, preset: str | None, values: dict[str
 
 # ------------------------------------------------------------------------------------------------------- processors
 def _dig_processor(config: Any) -> Any:
-    """32x128 and the 97 classes by default; the tokenizer takes labels of up to `max_label_length` characters."""
+    """The model's input size (32x128 by default) and charset (the 94 characters: 97 classes); the tokenizer takes
+    labels of up to `max_label_length` characters."""
     from processing import DiGImageProcessor, DiGProcessor, DiGTokenizer
 
     height, width = config.encoder.image_size
-    tokenizer = DiGTokenizer(max_label_length=config.max_label_length)
+    tokenizer = DiGTokenizer(charset=config.charset, max_label_length=config.max_label_length)
     return DiGProcessor(DiGImageProcessor(size={"height": height, "width": width}), tokenizer)
 
 

@@ -78,7 +78,8 @@ class FinetuneResult:
 
 
 def make_compute_metrics(tokenizer: Any) -> Any:
-    """compute_metrics for the Trainer: decode generated ids and labels, score with the benchmark protocol."""
+    """compute_metrics for the Trainer: decode generated ids and labels, score with the benchmark protocol of the
+    tokenizer's (the model's) charset."""
     pad_id = tokenizer.pad_token_id
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
@@ -86,7 +87,7 @@ def make_compute_metrics(tokenizer: Any) -> Any:
         labels = np.where(prediction.label_ids == -100, pad_id, prediction.label_ids)
         texts = tokenizer.batch_decode(ids.tolist())
         references = tokenizer.batch_decode(labels.tolist())
-        result = score_predictions(texts, references)
+        result = score_predictions(texts, references, charset=tokenizer.charset)
         return {"accuracy": result.accuracy, "one_minus_ned": result.one_minus_ned}
 
     return compute_metrics
@@ -122,12 +123,13 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
     model, processor = build_model(recipe.model)
     max_len = data_max_label_length(recipe.data.max_label_length, model.config, processor.tokenizer)
     with args.main_process_first(desc="reading LMDBs"):
+        labels = label_options(recipe, processor.tokenizer)
         train_set, train_skipped = load_lmdb_split(recipe.data.train, max_len, recipe.data.max_train_samples,
-                                                   reader=recipe.data.reader)
+                                                   reader=recipe.data.reader, **labels)
         val_set = None
         if recipe.data.val:
             val_set, _ = load_lmdb_split(recipe.data.val, max_len, recipe.data.max_val_samples,
-                                         reader=recipe.data.reader)
+                                         reader=recipe.data.reader, **labels)
     logger.info("training on %d samples (%d skipped), validating on %s", len(train_set), train_skipped,
                 len(val_set) if val_set is not None else "nothing")
     augment = build_augmentation(recipe.data.augment, seed=recipe.train.seed)
@@ -163,6 +165,13 @@ def run_finetune(recipe: Recipe, callbacks: list[Any] | None = None) -> Finetune
         eval_metrics=eval_metrics,
         log_history=trainer.state.log_history,
     )
+
+
+def label_options(recipe: Recipe, tokenizer: Any) -> dict[str, Any]:
+    """The label pipeline's settings: the model's charset (its tokenizer's) and the recipe's Unicode and whitespace
+    rules."""
+    return {"charset": tokenizer.charset, "unicode_normalization": recipe.data.unicode_normalization,
+            "remove_whitespace": recipe.data.remove_whitespace}
 
 
 def build_augmentation(name: str, seed: int | None = None) -> Any:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from processing.charsets import read_charset
+
 from .families import FAMILIES, LIBRARY_MODEL_TYPES, family
 from .recipes import ModelRecipe
 
@@ -157,8 +159,16 @@ def build_model(recipe: ModelRecipe) -> tuple[Any, Any]:
         model, processor, _ = load_saved(init, trust_remote_code=recipe.trust_remote_code)
         if recipe.config:
             logger.warning("model.config is ignored when continuing from the saved model %s", init)
+        if recipe.charset is not None:
+            charset = read_charset(recipe.charset)
+            if charset != processor.tokenizer.charset:
+                from .charset_adaptation import adapt_to_charset
+
+                model, processor, _ = adapt_to_charset(model, processor, charset)
         return model, processor
     config = build_config(recipe)
+    if recipe.charset is not None:
+        config.set_charset(read_charset(recipe.charset))
     cls = model_class(recipe.type)
     model = cls(config)
     if init is not None:

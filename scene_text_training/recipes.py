@@ -53,6 +53,14 @@ class ModelRecipe:
         "dig_pretraining a saved DiGForPreTraining folder; null = random init",
         default=None,
     )
+    charset: str | None = _doc(
+        "the characters the model reads: a UTF-8 file with one character per line (e.g. configs/charsets/"
+        "latin_greek.txt) or the characters themselves; null = the family default (the 94 printable ASCII "
+        "characters) or, with init_from a saved model, its charset. A saved model with another charset is adapted "
+        "to this one: rows of the characters both share are kept, new ones start from their base letter ('é' "
+        "from 'e') or fresh (scene_text_training/charset_adaptation.py)",
+        default=None,
+    )
     trust_remote_code: bool = _doc(
         "let an init_from folder of another model_type run its own Python files (DiG/CLIP4STR folders always "
         "load with this library's classes)",
@@ -74,6 +82,13 @@ class SyntheticRecipe:
         "share of training images showing random alphanumeric strings instead of words (val/test: words only)",
         default=0.0,
     )
+    charset: str | None = _doc(
+        "characters the words, random strings and labels are limited to (a file of one character per line, or the "
+        "characters); null = the 94 printable ASCII characters",
+        default=None,
+    )
+    wordlist: str | None = _doc("UTF-8 word list, one word per line; null = the bundled English list",
+                                default=None)
     num_workers: int | None = _doc("rendering processes; null = up to 2", default=None)
     overwrite: bool = _doc("re-render even if the LMDBs already exist", default=False)
 
@@ -92,6 +107,16 @@ class DataRecipe:
         "scan is cached); 'arrow': copy every split into an Arrow dataset first, every image checked up front "
         "(for `datasets` features)",
         default="lazy",
+    )
+    unicode_normalization: str = _doc(
+        "Unicode normalisation of labels: 'auto' (PARSeq's NFKD -> ASCII for an ASCII charset, else NFC), 'ascii', "
+        "'NFC', 'NFKC' or 'none' (processing/labels.py)",
+        default="auto",
+    )
+    remove_whitespace: bool = _doc(
+        "delete every whitespace character from labels (PARSeq's rule); false keeps them (then the charset must "
+        "hold the space for it to be read)",
+        default=True,
     )
     augment: str = _doc("training augmentation: 'dig' (ABINet-style), 'parseq' (RandAugment) or 'none'", default="none")
     max_label_length: int | None = _doc(

@@ -46,13 +46,16 @@ def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path
         paths[split].is_dir() and lmdb_folders(paths[split]) for split, count in counts.items() if count > 0
     )
     if render and (spec.overwrite or not present):
-        from processing.synthetic import build_synthetic_benchmark
+        from processing.charsets import CHARSET_94, read_charset
+        from processing.synthetic import WORDLIST_PATH, build_synthetic_benchmark
 
         logger.info("rendering synthetic LMDBs into %s", spec.output_root)
         marker.unlink(missing_ok=True)  # a render killed halfway must not pass for the old settings' data
         build_synthetic_benchmark(spec.output_root, num_train=spec.num_train, num_val=spec.num_val,
                                   num_test=spec.num_test, seed=spec.seed, difficulty=spec.difficulty,
                                   random_fraction=spec.random_fraction,
+                                  charset=read_charset(spec.charset) if spec.charset is not None else CHARSET_94,
+                                  wordlist=spec.wordlist if spec.wordlist is not None else WORDLIST_PATH,
                                   num_workers=spec.num_workers, overwrite=True)
         partial = marker.with_name(f".{marker.name}.tmp")
         partial.write_text(json.dumps(wanted, indent=2) + "\n")

@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 import os
+import string
 import subprocess
 import sys
 import textwrap
@@ -104,6 +105,12 @@ def test_processing_files_and_round_trip(converted_dir):
     processor = AutoProcessor.from_pretrained(converted_dir)
     ids = torch.tensor([[97, 38, 24, 15, 15, 14, 14, 94, 95]])  # "Coffee" + EOS + PAD
     assert processor.batch_decode(ids) == ["Coffee"]
+    # the original 97-class layout is the default charset: 94 characters in string.printable order, then EOS/PAD/UNK
+    config = DiGForTextRecognition.config_class.from_pretrained(converted_dir)
+    assert config.charset == processor.tokenizer.charset == string.printable[:-6]
+    assert (config.eos_token_id, config.pad_token_id, config.unk_token_id, config.decoder_start_token_id) == (
+        94, 95, 96, 97)
+    assert config.decoder.vocab_size == 97
 
 
 def test_remote_code_in_process(converted_dir, dig_fixtures):

@@ -28,7 +28,7 @@ def test_length_is_checked_before_charset_filtering():
 
 def test_switches():
     assert LabelNormalizer(charset=None, remove_whitespace=False)("a b").label == "a b"
-    assert LabelNormalizer(charset=None, normalize_unicode=False)("café").label == "café"
+    assert LabelNormalizer(charset=None, unicode_normalization="none")("café").label == "café"
     assert LabelNormalizer(max_label_length=None)("x" * 100).label == "x" * 100
     assert LabelNormalizer(drop_empty=False)("日本") == NormalizedLabel("", None, changed=True)
     strict = LabelNormalizer(charset=CHARSET_36, unsupported="skip")

@@ -22,6 +22,8 @@ Args:
     predictions (`list[str]`): decoded model outputs.
     references (`list[str]`): ground-truth labels.
     confidences (`list[float]`, optional): per-sample confidences; adds their mean as `confidence`.
+    charset (`str`, optional): the model's charset (default: the 94 ASCII characters); the protocols become its
+        letters and digits lower-cased (accuracy) and the charset itself (accuracy_cased).
 Returns:
     dict with accuracy, accuracy_cased, one_minus_ned, cer, num_samples (and confidence).
 Examples:
@@ -51,5 +53,6 @@ class SceneTextAccuracy(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, confidences=None):
-        return compute_scene_text_metrics(predictions, references, confidences)
+    def _compute(self, predictions, references, confidences=None, charset=None):
+        extra = {} if charset is None else {"charset": charset}
+        return compute_scene_text_metrics(predictions, references, confidences, **extra)
