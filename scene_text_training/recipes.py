@@ -89,6 +89,11 @@ class SyntheticRecipe:
     )
     wordlist: str | None = _doc("UTF-8 word list, one word per line; null = the bundled English list",
                                 default=None)
+    fonts: str = _doc(
+        "classic: the level's bundled fonts in every split; disjoint: every installed text face, each design family "
+        "in one split only (test/unseen_fonts_clean measures fonts never trained on; see processing/fonts.py)",
+        default="classic",
+    )
     num_workers: int | None = _doc("rendering processes; null = up to 2", default=None)
     overwrite: bool = _doc("re-render even if the LMDBs already exist", default=False)
 

@@ -56,7 +56,7 @@ def ensure_synthetic_data(recipe: Recipe, render: bool = True) -> dict[str, Path
                                   random_fraction=spec.random_fraction,
                                   charset=read_charset(spec.charset) if spec.charset is not None else CHARSET_94,
                                   wordlist=spec.wordlist if spec.wordlist is not None else WORDLIST_PATH,
-                                  num_workers=spec.num_workers, overwrite=True)
+                                  num_workers=spec.num_workers, overwrite=True, fonts=spec.fonts)
         partial = marker.with_name(f".{marker.name}.tmp")
         partial.write_text(json.dumps(wanted, indent=2) + "\n")
         os.replace(partial, marker)  # the marker appears complete or not at all

@@ -3,6 +3,7 @@
 #   bash scripts/setup_env.sh            # .venv: exactly the versions in uv.lock (what CI proved)
 #   bash scripts/setup_env.sh newest     # .venv-newest: the newest versions pyproject's ranges allow today
 #   bash scripts/setup_env.sh oldest     # .venv-oldest: the lowest version of each direct dependency's range
+# (newest/oldest: resolved into .venv-<kind>/requirements-<kind>.txt, then installed from that file)
 # uv itself (pinned below) is installed into .tools/ with pip when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,13 @@ case "$KIND" in
     # a new environment every time: nothing from an earlier resolution may hide a broken bound
     rm -rf "$VENV"
     "$UV" venv --quiet --python "$PYTHON" "$VENV"
-    "$UV" pip install --quiet --python "$VENV/bin/python" --resolution "$RESOLUTION" --upgrade -e ".[dev]"
+    # today's resolution is written down as a lock file first (kept in the environment, printed by CI's log on a
+    # failure), then installed exactly as written: the versions a red run tested can be reinstalled to reproduce it
+    LOCK="$VENV/requirements-$KIND.txt"
+    "$UV" pip compile --quiet --python "$VENV/bin/python" --resolution "$RESOLUTION" --extra dev pyproject.toml \
+      -o "$LOCK"
+    "$UV" pip sync --quiet --python "$VENV/bin/python" "$LOCK"
+    "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
     ;;
   *)
     echo "setup_env.sh: unknown environment '$KIND' (use locked, newest or oldest)" >&2

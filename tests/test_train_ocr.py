@@ -379,14 +379,20 @@ def test_quickstart_runs_the_whole_job_on_a_tiny_recipe(tmp_path, capsys):
         "model.preset=tiny-test", "model.config={}", f"data.synthetic.output_root={tmp_path / 'data'}",
         "data.synthetic.num_train=16", "data.synthetic.num_val=4", "data.synthetic.num_test=4",
         "data.synthetic.num_workers=0", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
-        "train.report_to=[]", "train.disable_tqdm=true"], num_samples=2)
+        "train.report_to=[]", "train.disable_tqdm=true"], num_samples=6)
     out = capsys.readouterr().out
     assert summary["train_steps"] == 2 and summary["test_samples"] == 4
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
-    assert "| synth |" in out and 'pipeline("image-to-text")' in out
-    assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 2
+    # the headline is the font-disjoint test set: clean words in fonts the model never trained on
+    assert summary["test_set"] == "unseen_fonts_clean" and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert sorted(summary["test_sets"]) == ["seen_fonts_clean", "unseen_fonts_clean", "unseen_fonts_textured"]
+    assert "| unseen_fonts_clean |" in out and "| seen_fonts_clean |" in out and 'pipeline("image-to-text")' in out
+    samples = sorted(p.relative_to(tmp_path / "run" / "samples").parts[0]
+                     for p in (tmp_path / "run" / "samples").rglob("*.png"))
+    assert samples == ["seen_fonts_clean"] * 2 + ["unseen_fonts_clean"] * 2 + ["unseen_fonts_textured"] * 2
+    assert "unseen_fonts_clean/00_" in out  # the printed readings name the set each image comes from
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["benchmarks"]["synth"]["num_samples"] == 4
+    assert results["benchmarks"]["unseen_fonts_clean"]["num_samples"] == 4
+    assert json.loads((tmp_path / "data" / "fonts.json").read_text())["test"]  # which families were held out
 
 
 @pytest.mark.slow
