@@ -146,7 +146,7 @@ def _meta(plan: Plan) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        flags = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
+        flags = next((row for row in Path("/proc/cpuinfo").read_text().splitlines() if row.startswith("flags")), "")
         isa = "avx512" if "avx512f" in flags else ("avx2" if "avx2" in flags else "other")
     except OSError:
         isa = "unknown"
@@ -241,11 +241,13 @@ def bench_train_step(report: Report, bench: RecognizerBench, inputs: dict[str, t
         pixel_values, labels = inputs["pixel_values"][:batch_size], inputs["labels"][:batch_size]
         warmup, repeats = plan.timing_for(batch_size)
         losses: list[float] = []
-        timing = measure(lambda: losses.append(bench.train_step(pixel_values, labels, optimizer)),
-                         warmup=max(warmup, 1), repeats=repeats)
+
+        def step(pixel_values=pixel_values, labels=labels, losses=losses) -> None:
+            losses.append(bench.train_step(pixel_values, labels, optimizer))
+
+        timing = measure(step, warmup=max(warmup, 1), repeats=repeats)
         report.add(_row("train_step", bench.name, batch_size, "fwd+bwd+adamw", bench.attention, timing,
                                 last_loss=losses[-1]))
-    del optimizer
 
 
 def bench_gpu(report: Report, bench: RecognizerBench, pixel_values: torch.Tensor, plan: Plan) -> None:
