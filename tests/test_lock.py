@@ -48,3 +48,12 @@ def test_pylock_is_the_export_of_uv_lock():
     versions = {package["name"]: package["version"] for package in lock["packages"]}
     assert versions["torch"] == "2.15.0" and "transformers" in versions and len(versions) > 100
     assert all("hashes" in wheel for package in lock["packages"] for wheel in package.get("wheels", []))
+
+
+def test_build_backend_is_pinned_exactly():
+    """Building the project itself (uv sync, pip install -e .) fetches the build requirements from the index: a
+    range there would install whatever setuptools is newest on the day, so each one is pinned with ==."""
+    import tomllib
+
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert requires and all("==" in r and not any(op in r for op in (">", "<", "~", "!", "*")) for r in requires), requires
