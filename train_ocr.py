@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_argument("--model", choices=[*FAMILIES, "both"], default="dig",
                      help="which model(s) (default dig; both = dig and clip4str)")
+    sub.add_argument("--config", default=None,
+                     help="a recipe to run instead of the model's quickstart recipe (a path or a name in configs/), "
+                          "e.g. synth_dig_small_cpu (the 2-hour CPU recipe)")
     sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to each quickstart recipe")
     return parser
 
@@ -251,10 +254,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from scene_text_training.families import family
     from scene_text_training.quickstart import run_quickstart
 
+    if args.config is not None and args.model == "both":
+        raise SystemExit("error: --config runs one recipe; pass it without --model both")
     models = ["dig", "clip4str"] if args.model == "both" else [args.model]
     for name in models:
         start = time.time()
-        summary = run_quickstart(resolve_config(family(name).quickstart_recipe), args.overrides)
+        config = resolve_config(args.config) if args.config is not None else resolve_config(family(name).quickstart_recipe)
+        summary = run_quickstart(config, args.overrides)
         summary["wall_time_s"] = round(time.time() - start, 1)
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -28,6 +28,7 @@ copies (int8 MatMul/Gemm weights, onnxruntime's `quantize_dynamic`) as separate 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -152,13 +153,21 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
     axis_max: dict[str, int] = field(default_factory=dict)
 
-    def dynamic_shapes(self) -> dict[str, dict[int, Any]]:
+    def dynamic_shapes(self) -> dict[str, dict[int, Any]] | tuple[Any, ...]:
+        """torch.export's dynamic shapes: by argument name, or positionally when the module's forward takes
+        `*inputs` (the cached step graphs' per-layer memory): the named arguments, then a tuple for the rest."""
         dims: dict[str, Any] = {}
         for axes in self.dynamic_axes.values():
             for axis_name in axes.values():
                 if axis_name not in dims:
                     dims[axis_name] = torch.export.Dim(axis_name, min=1, max=self.axis_max.get(axis_name))
-        return {name: {axis: dims[n] for axis, n in axes.items()} for name, axes in self.dynamic_axes.items()}
+        shapes = {name: {axis: dims[n] for axis, n in axes.items()} for name, axes in self.dynamic_axes.items()}
+        parameters = inspect.signature(self.module.forward).parameters.values()
+        if not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            return shapes
+        named = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
+        positional = [shapes.get(name) for name in self.inputs]
+        return (*positional[:named], tuple(positional[named:]))
 
 
 def _parseq_pass(name: str, decoder: nn.Module, memory: torch.Tensor, num_queries: int) -> GraphSpec:

@@ -11,13 +11,17 @@ projections, attention interface, classifier), written position for position aft
   (BOS alone at 0, else embedding + `pos_queries[past - 1]`), the position query `pos_queries[past]`; per layer the
   content keys of [past, new], the query stream, and the content stream except after the last layer.
 
-Keys and values are stacked over layers: `[layers, batch, heads, length, head_dim]`. The past length is read from the
-past tensors' shape, so one graph serves every step (the exporter sees it as a dynamic axis).
+The memory's keys and values are one graph input per layer (`memory_keys_<i>`, `memory_values_<i>`: `[batch, heads,
+memory, head_dim]`): onnxruntime has no views, so selecting a layer out of one stacked tensor copied every layer's
+memory keys/values at every step (a Split of ~400 MB per step for DiG-Small at batch 64, most of the step's time).
+The past keys/values, a few tokens long, are stacked over layers: `[layers, batch, heads, past, head_dim]`. The past
+length is read from their shape, so one graph serves every step (the exporter sees it as a dynamic axis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,9 +30,37 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 KV_AXES = {1: "batch", 3: "past"}
 """Dynamic axes of stacked past keys/values [layers, batch, heads, past, head_dim]."""
-MEMORY_KV_AXES = {1: "batch"}
+MEMORY_KV_AXES = {0: "batch"}
+"""Dynamic axes of one layer's memory keys/values [batch, heads, memory, head_dim]."""
 CACHED_OUTPUTS = ("logits", "present_keys", "present_values")
-INIT_OUTPUTS = ("logits", "memory_keys", "memory_values", "present_keys", "present_values")
+
+
+def memory_names(num_layers: int) -> tuple[str, ...]:
+    """The per-layer memory key/value names, in the order the init graph returns and the step graph takes them."""
+    return (*(f"memory_keys_{i}" for i in range(num_layers)), *(f"memory_values_{i}" for i in range(num_layers)))
+
+
+def init_outputs(num_layers: int) -> tuple[str, ...]:
+    return ("logits", *memory_names(num_layers), "present_keys", "present_values")
+
+
+def _split_memory(memory_kv: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """(keys per layer, values per layer) of the flat `memory_keys_<i>..., memory_values_<i>...` inputs."""
+    half = len(memory_kv) // 2
+    return memory_kv[:half], memory_kv[half:]
+
+
+@contextmanager
+def eager_attention(config: Any) -> Iterator[None]:
+    """Trace the cached graphs with eager attention: its `matmul(query, key.transpose(2, 3))` is one MatMul that
+    onnxruntime fuses with the transpose, reading each layer's memory keys in place. The exported SDPA instead reshapes
+    and transposes the memory keys through a copy at every step."""
+    previous = config._attn_implementation_internal
+    config._attn_implementation_internal = "eager"
+    try:
+        yield
+    finally:
+        config._attn_implementation_internal = previous
 
 
 def _append(past: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
@@ -43,15 +75,16 @@ class DiGCachedDecoding(nn.Module):
         super().__init__()
         self.model = model
 
-    def memory_key_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-attention keys/values of every layer, stacked: computed once per image."""
-        pairs = [(layer.cross_attn._split_heads(layer.cross_attn.k_proj(memory)),
-                  layer.cross_attn._split_heads(layer.cross_attn.v_proj(memory))) for layer in self.model.decoder.layers]
-        return torch.stack([k for k, _ in pairs]), torch.stack([v for _, v in pairs])
+    def memory_key_values(self, memory: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The cross-attention keys and values of each layer: computed once per image."""
+        layers = self.model.decoder.layers
+        return (tuple(layer.cross_attn._split_heads(layer.cross_attn.k_proj(memory)) for layer in layers),
+                tuple(layer.cross_attn._split_heads(layer.cross_attn.v_proj(memory)) for layer in layers))
 
     @staticmethod
     def _attend(attention: nn.Module, hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """`DiGDecoderAttention.forward` after its keys/values are known (one query: no mask, as the model has)."""
+        """`DiGDecoderAttention.forward` after its keys/values are known (one query: no mask, as the model has), with
+        the attention interface the graphs are traced with (`eager_attention`)."""
         from modeling_dig.modeling_dig import eager_attention_forward
 
         interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -62,11 +95,16 @@ class DiGCachedDecoding(nn.Module):
                               is_causal=False)
         return attention.out_proj(output.reshape(*hidden.shape[:2], -1))
 
-    def step(
+    def step(self, *inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_step` traced and run with eager attention (`eager_attention`)."""
+        with eager_attention(self.model.decoder.config):
+            return self._step(*inputs)
+
+    def _step(
         self,
         decoder_input_ids: torch.LongTensor,
-        memory_keys: torch.Tensor,
-        memory_values: torch.Tensor,
+        memory_keys: tuple[torch.Tensor, ...],
+        memory_values: tuple[torch.Tensor, ...],
         past_keys: torch.Tensor | None,
         past_values: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,15 +135,16 @@ class DiGDecoderInit(DiGCachedDecoding):
     def forward(self, memory: torch.Tensor, decoder_input_ids: torch.LongTensor) -> tuple[torch.Tensor, ...]:
         memory_keys, memory_values = self.memory_key_values(memory)
         logits, keys, values = self.step(decoder_input_ids, memory_keys, memory_values, None, None)
-        return logits, memory_keys, memory_values, keys, values
+        return logits, *memory_keys, *memory_values, keys, values
 
 
 class DiGDecoderStep(DiGCachedDecoding):
-    """The newest token [B, 1] + cached keys/values -> its logits and the keys/values with it appended."""
+    """The newest token [B, 1] + cached keys/values -> its logits and the keys/values with it appended. `cache`:
+    `memory_keys_<i>...`, `memory_values_<i>...`, past keys, past values."""
 
-    def forward(self, decoder_input_ids: torch.LongTensor, memory_keys: torch.Tensor, memory_values: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.step(decoder_input_ids, memory_keys, memory_values, past_keys, past_values)
+    def forward(self, decoder_input_ids: torch.LongTensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        memory_keys, memory_values = _split_memory(cache[:-2])
+        return self.step(decoder_input_ids, memory_keys, memory_values, cache[-2], cache[-1])
 
 
 # ------------------------------------------------------------------------------------------------------- PARSeq
@@ -116,15 +155,20 @@ class PARSeqCachedDecoding(nn.Module):
         super().__init__()
         self.decoder = decoder
 
-    def memory_key_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_key_values(self, memory: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         pairs = [layer.cross_attn.project_key_value(memory) for layer in self.decoder.layers]
-        return torch.stack([k for k, _ in pairs]), torch.stack([v for _, v in pairs])
+        return tuple(k for k, _ in pairs), tuple(v for _, v in pairs)
 
-    def step(
+    def step(self, *inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_step` traced and run with eager attention (`eager_attention`)."""
+        with eager_attention(self.decoder.config):
+            return self._step(*inputs)
+
+    def _step(
         self,
         tokens: torch.LongTensor,
-        memory_keys: torch.Tensor,
-        memory_values: torch.Tensor,
+        memory_keys: tuple[torch.Tensor, ...],
+        memory_values: tuple[torch.Tensor, ...],
         past_keys: torch.Tensor | None,
         past_values: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,15 +205,16 @@ class PARSeqDecoderInit(PARSeqCachedDecoding):
     def forward(self, memory: torch.Tensor, tokens: torch.LongTensor) -> tuple[torch.Tensor, ...]:
         memory_keys, memory_values = self.memory_key_values(memory)
         logits, keys, values = self.step(tokens, memory_keys, memory_values, None, None)
-        return logits, memory_keys, memory_values, keys, values
+        return logits, *memory_keys, *memory_values, keys, values
 
 
 class PARSeqDecoderStep(PARSeqCachedDecoding):
-    """The newest token [B, 1] + cached keys/values -> logits [B, 1, C] of the next position, present keys/values."""
+    """The newest token [B, 1] + cached keys/values -> logits [B, 1, C] of the next position, present keys/values.
+    `cache`: `memory_keys_<i>...`, `memory_values_<i>...`, past keys, past values."""
 
-    def forward(self, tokens: torch.LongTensor, memory_keys: torch.Tensor, memory_values: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.step(tokens, memory_keys, memory_values, past_keys, past_values)
+    def forward(self, tokens: torch.LongTensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        memory_keys, memory_values = _split_memory(cache[:-2])
+        return self.step(tokens, memory_keys, memory_values, cache[-2], cache[-1])
 
 
 # ------------------------------------------------------------------------------------------------ graph specs
@@ -191,19 +236,20 @@ def cached_graph_specs(
     a wrong position or mask in the cached modules fails here, before anything is exported."""
     caches = []  # the keys/values before each step
     with torch.no_grad():
-        logits, memory_keys, memory_values, keys, values = init(memory, tokens[:, :1])
+        logits, *memory_kv, keys, values = init(memory, tokens[:, :1])
         check_cached_matches_uncached(name, 0, logits, uncached_logits(tokens[:, :1]), tolerance)
         for i in range(1, tokens.shape[1]):
             caches.append((keys, values))
-            logits, keys, values = step(tokens[:, i : i + 1], memory_keys, memory_values, keys, values)
+            logits, keys, values = step(tokens[:, i : i + 1], *memory_kv, keys, values)
             check_cached_matches_uncached(name, i, logits, uncached_logits(tokens[:, : i + 1]), tolerance)
-    step_inputs = {token_name: tokens[:, -1:].clone(), "memory_keys": memory_keys, "memory_values": memory_values,
+    names = memory_names(len(memory_kv) // 2)
+    step_inputs = {token_name: tokens[:, -1:].clone(), **dict(zip(names, memory_kv, strict=True)),
                    "past_keys": caches[-1][0], "past_values": caches[-1][1]}
-    step_axes = {token_name: {0: "batch"}, "memory_keys": MEMORY_KV_AXES, "memory_values": MEMORY_KV_AXES,
-                 "past_keys": KV_AXES, "past_values": KV_AXES}
+    step_axes = {token_name: {0: "batch"}, **{n: MEMORY_KV_AXES for n in names}, "past_keys": KV_AXES,
+                 "past_values": KV_AXES}
     return [
-        spec_class(f"{name}_init", init, {"memory": memory, token_name: tokens[:, :1].clone()}, INIT_OUTPUTS,
-                   {"memory": {0: "batch"}, token_name: {0: "batch"}}),
+        spec_class(f"{name}_init", init, {"memory": memory, token_name: tokens[:, :1].clone()},
+                   init_outputs(len(names) // 2), {"memory": {0: "batch"}, token_name: {0: "batch"}}),
         spec_class(f"{name}_step", step, step_inputs, CACHED_OUTPUTS, step_axes, {"past": max_past}),
     ]
 
@@ -222,11 +268,13 @@ def check_cached_matches_uncached(name: str, position: int, cached: torch.Tensor
 
 __all__ = [
     "CACHED_OUTPUTS",
-    "INIT_OUTPUTS",
     "DiGDecoderInit",
     "DiGDecoderStep",
     "PARSeqDecoderInit",
     "PARSeqDecoderStep",
     "cached_graph_specs",
     "check_cached_matches_uncached",
+    "eager_attention",
+    "init_outputs",
+    "memory_names",
 ]

@@ -74,6 +74,7 @@ class OnnxRecognizer:
         self.cached = cached_decoders(manifest) if use_cache else set()
         """The decoders whose greedy loops run on their KV-cached graphs."""
         self._captions = None
+        self._output_names = {name: [o.name for o in session.get_outputs()] for name, session in sessions.items()}
 
     @classmethod
     def from_folder(
@@ -120,13 +121,14 @@ class OnnxRecognizer:
     def _cached_step(self, decoder: str, cache: dict[str, np.ndarray], memory: np.ndarray,
                      **newest_token: np.ndarray) -> np.ndarray:
         """Logits of the newest token [B, 1] (the only input named in `newest_token`), by `<decoder>_init` when
-        `cache` is empty, else by `<decoder>_step`; `cache` (memory/past keys and values) is updated in place."""
-        if not cache:
-            outputs = self.sessions[f"{decoder}_init"].run(None, {"memory": memory, **newest_token})
-            logits, cache["memory_keys"], cache["memory_values"], cache["past_keys"], cache["past_values"] = outputs
-        else:
-            outputs = self.sessions[f"{decoder}_step"].run(None, {**newest_token, **cache})
-            logits, cache["past_keys"], cache["past_values"] = outputs
+        `cache` is empty, else by `<decoder>_step`; `cache` (memory/past keys and values) is updated in place. The
+        graphs' outputs feed the step by name (`present_*` -> `past_*`), so per-layer memory inputs and the stacked
+        memory of earlier exports both read."""
+        graph = f"{decoder}_step" if cache else f"{decoder}_init"
+        inputs = {**newest_token, **cache} if cache else {"memory": memory, **newest_token}
+        logits, *state = self.sessions[graph].run(None, inputs)
+        for name, value in zip(self._output_names[graph][1:], state, strict=True):
+            cache[name.replace("present_", "past_", 1)] = value
         return logits
 
     # --------------------------------------------------------------------------------------------- public calls

@@ -32,6 +32,7 @@ from processing.synthetic import (
     add_symbols,
     build_synthetic_benchmark,
     render_word,
+    resolve_level,
 )
 
 
@@ -184,3 +185,17 @@ def test_symbols_stay_inside_the_charset():
     assert len(set(decorated)) > 10 and all("word" in w and w != "word" for w in decorated)
     assert all(add_symbols("word", rng, 1.0, frozenset("word()")) in ("word", "(word)") for _ in range(50))
     assert add_symbols("word", rng, 0.0) == "word"
+
+
+@pytest.mark.parametrize("mix", ["diverse", "diverse_textured"])
+def test_training_mix_draws_its_levels_in_their_stated_shares(mix):
+    """The quickstart's mix (half clean) and the 2-hour recipe's (about a third textured) give each image one named
+    level, in the weights the recipes' comments promise."""
+    weights = dict(DIFFICULTIES[mix].mix)
+    assert sum(weights.values()) == pytest.approx(1.0) and not any(DIFFICULTIES[n].mix for n in weights)
+    rng = random.Random(0)
+    names = {id(DIFFICULTIES[n]): n for n in weights}
+    draws = [names[id(resolve_level(mix, rng))] for _ in range(6000)]
+    for name, weight in weights.items():
+        assert draws.count(name) / len(draws) == pytest.approx(weight, abs=0.02), name
+    assert {"diverse": weights["dark_on_light"], "diverse_textured": weights["textured"]}[mix] >= 0.35

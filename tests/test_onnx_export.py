@@ -141,6 +141,31 @@ def test_dig_cached_and_uncached_onnx_loops_agree(dig_export):
     _assert_cached_equals_uncached(root / "onnx", pixel_values, {"decoder"})
 
 
+def test_step_graph_takes_each_layers_memory_as_its_own_input(dig_export):
+    """onnxruntime has no views: a stacked [layers, ...] memory tensor was split into layers by copying it at every
+    step, and SDPA's exported form reshaped and transposed the keys through another copy (together most of
+    DiG-Small's step time at batch 64). Each layer's memory keys/values are now a graph input of their own, and in the
+    graph onnxruntime runs (after its optimisations) only MatMuls read them."""
+    import onnx
+    import onnxruntime as ort
+
+    root, model, _ = dig_export
+    folder = root / "onnx"
+    layers = model.config.decoder.num_hidden_layers
+    names = [f"memory_{kind}_{i}" for kind in ("keys", "values") for i in range(layers)]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for file in (manifest["graphs"]["decoder_step"]["file"], manifest["graphs"]["decoder_step"]["int8"]["file"]):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(root / f"optimized-{file}")
+        ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+        assert [i.name for i in graph.input] == ["decoder_input_ids", *names, "past_keys", "past_values"]
+        readers = {node.op_type for node in graph.node for name in node.input if name in names}
+        assert readers and readers <= {"MatMul", "FusedMatMul", "Shape"}, readers  # Shape reads no data
+    init = onnx.load(folder / manifest["graphs"]["decoder_init"]["file"]).graph
+    assert [o.name for o in init.output] == ["logits", *names, "present_keys", "present_values"]
+
+
 def test_a_folder_without_cached_graphs_reads_uncached(dig_export, tmp_path):
     """An export made before the KV-cache graphs existed: the same texts through the uncached loop; asking for the
     cache is a one-line error saying to export again."""

@@ -35,6 +35,7 @@ RUNS_FOR_REAL = {
     "benchmarks.data_scale": "tests/test_data_scale_benchmark.py",
     "benchmarks.onnx_accuracy": "tests/test_data_scale_benchmark.py::test_onnx_accuracy_compares_pytorch_fp32_and_int8_on_one_split",
     "train_ocr export": "tests/test_onnx_export.py",
+    "train_ocr quickstart --config": "tests/test_train_ocr.py::test_quickstart_runs_the_models_recipe_or_the_one_named_by_config",
     "train_ocr finetune model.charset": "tests/test_charset_end_to_end.py",
     "processing.synthetic --charset": "tests/test_charsets.py::test_rendered_labels_stay_inside_the_charset_and_use_its_alphabet",
     "benchmarks.charset_adaptation": "tests/test_charsets.py::test_the_charset_adaptation_benchmark_runs_both_arms_and_scores_them",
@@ -82,6 +83,8 @@ def check_train_ocr(argv: list[str]) -> None:
 
     args = parse_only(train_ocr.main, argv)
     if args.command in ("finetune", "pretrain", "evaluate"):  # one recipe schema for all three
+        load_recipe(train_ocr.resolve_config(args.config), args.overrides)
+    elif args.command == "quickstart" and args.config is not None:  # another recipe through the quickstart job
         load_recipe(train_ocr.resolve_config(args.config), args.overrides)
 
 

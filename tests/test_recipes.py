@@ -266,7 +266,7 @@ def test_one_cycle_schedule_peaks_at_pct_start():
         build_scheduler(optimizer, OptimRecipe(scheduler="linear"), 10, 1, 1e-4)
 
 
-@pytest.mark.parametrize("name", ["quickstart_dig", "quickstart_clip4str"])
+@pytest.mark.parametrize("name", ["quickstart_dig", "quickstart_clip4str", "synth_dig_small_cpu"])
 def test_quickstart_recipes_build_models_that_train_and_read(name):
     """The quickstart's real model sizes: one training step on rendered words lowers nothing to NaN, and generate
     returns decodable ids for the processor's input size (DiG: 32 column-strip tokens)."""
@@ -280,12 +280,14 @@ def test_quickstart_recipes_build_models_that_train_and_read(name):
     assert synthetic.random_fraction == 0.5
     # DiG's quickstart trains on diverse renders in the training font families and is scored on unseen families
     assert (synthetic.difficulty, synthetic.fonts) == {
-        "quickstart_dig": ("diverse", "disjoint"), "quickstart_clip4str": ("clean", "classic")}[name]
+        "quickstart_dig": ("diverse", "disjoint"), "quickstart_clip4str": ("clean", "classic"),
+        "synth_dig_small_cpu": ("diverse_textured", "disjoint")}[name]
     torch.manual_seed(0)
     model, processor = build_model(recipe.model)
     if recipe.model.type == "dig":
         assert model.config.encoder.grid_size == (1, 32)
-        assert 0.7e6 < sum(p.numel() for p in model.parameters()) < 0.9e6
+        low, high = {"quickstart_dig": (0.7e6, 0.9e6), "synth_dig_small_cpu": (1.3e6, 1.6e6)}[name]
+        assert low < sum(p.numel() for p in model.parameters()) < high
     rng = random.Random(0)
     words = [random_string(rng) for _ in range(4)]
     batch = processor(images=[render_word(w, rng, "clean") for w in words], text=words, return_tensors="pt")

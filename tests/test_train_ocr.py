@@ -271,6 +271,28 @@ def test_help_documents_every_subcommand_and_recipe_key(capsys):
     assert set(commands) == {"pretrain", "finetune", "evaluate", "read", "export", "quickstart"}
 
 
+def test_quickstart_runs_the_models_recipe_or_the_one_named_by_config(monkeypatch, capsys):
+    """`train_ocr quickstart` runs configs/quickstart_<model>.yaml; `--config synth_dig_small_cpu` runs the 2-hour
+    CPU recipe through the same job, with the overrides applied to it."""
+    from scene_text_training import quickstart
+
+    seen = []
+
+    def fake_run(config, overrides):
+        seen.append((Path(config).name, list(overrides)))
+        return {"recipe": Path(config).stem}
+
+    monkeypatch.setattr(quickstart, "run_quickstart", fake_run)
+    assert train_ocr.main(["quickstart"]) == 0
+    assert train_ocr.main(["quickstart", "--config", "synth_dig_small_cpu", "train.max_steps=3"]) == 0
+    assert seen == [("quickstart_dig.yaml", []), ("synth_dig_small_cpu.yaml", ["train.max_steps=3"])]
+    assert '"recipe": "synth_dig_small_cpu"' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="one recipe"):
+        train_ocr.main(["quickstart", "--model", "both", "--config", "synth_dig_small_cpu"])
+    with pytest.raises(SystemExit, match="not found"):
+        train_ocr.main(["quickstart", "--config", "no_such_recipe"])
+
+
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
     from scene_text_training import pretrain
     from scene_text_training.recipes import Recipe
