@@ -3,7 +3,8 @@
 #   bash scripts/setup_env.sh            # .venv: exactly the versions in uv.lock (what CI proved)
 #   bash scripts/setup_env.sh newest     # .venv-newest: the newest versions pyproject's ranges allow today
 #   bash scripts/setup_env.sh oldest     # .venv-oldest: the lowest version of each direct dependency's range
-# (newest/oldest: resolved into .venv-<kind>/requirements-<kind>.txt, then installed from that file)
+# (newest/oldest: installed exactly from the committed locks/requirements-<kind>.txt; bash scripts/refresh_locks.sh
+#  re-resolves them against today's index, which is how a new release gets tested: commit the result when green)
 # uv itself (pinned below) is installed into .tools/ with pip when it is not there yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,15 +26,11 @@ case "$KIND" in
     ;;
   newest|oldest)
     VENV=.venv-$KIND
-    RESOLUTION=$([ "$KIND" = newest ] && echo highest || echo lowest-direct)
-    # a new environment every time: nothing from an earlier resolution may hide a broken bound
+    # a new environment every time: nothing from an earlier install may hide a broken bound
     rm -rf "$VENV"
     "$UV" venv --quiet --python "$PYTHON" "$VENV"
-    # today's resolution is written down as a lock file first (kept in the environment, printed by CI's log on a
-    # failure), then installed exactly as written: the versions a red run tested can be reinstalled to reproduce it
-    LOCK="$VENV/requirements-$KIND.txt"
-    "$UV" pip compile --quiet --python "$VENV/bin/python" --resolution "$RESOLUTION" --extra dev pyproject.toml \
-      -o "$LOCK"
+    # the committed resolution, never today's index: the same versions on every machine until refresh_locks.sh
+    LOCK="locks/requirements-$KIND.txt"
     "$UV" pip sync --quiet --python "$VENV/bin/python" "$LOCK"
     "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
     ;;

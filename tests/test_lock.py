@@ -57,3 +57,26 @@ def test_build_backend_is_pinned_exactly():
 
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     assert requires and all("==" in r and not any(op in r for op in (">", "<", "~", "!", "*")) for r in requires), requires
+
+
+def test_newest_and_oldest_environments_install_from_committed_locks():
+    """CI's newest/oldest environments install exactly the committed locks/requirements-<kind>.txt (no resolution at
+    install time); every direct dependency of pyproject is pinned there, inside its declared range."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    direct = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    setup = (root / "scripts" / "setup_env.sh").read_text()
+    assert 'LOCK="locks/requirements-$KIND.txt"' in setup and "pip compile" not in setup
+    for kind in ("newest", "oldest"):
+        pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (root / "locks" / f"requirements-{kind}.txt").read_text(),
+                               re.MULTILINE))
+        pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+        for requirement in direct:
+            name = re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            assert name in pins, f"{name} is not pinned in locks/requirements-{kind}.txt: run scripts/refresh_locks.sh"
+            from packaging.requirements import Requirement
+
+            assert Requirement(requirement).specifier.contains(pins[name], prereleases=True), (kind, requirement, pins[name])
