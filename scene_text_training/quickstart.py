@@ -48,7 +48,8 @@ def run_quickstart(config: str | Path, overrides: list[str] | None = None, num_s
 
     start = time.time()
     results, _ = run_evaluate(output_dir, recipe.evaluate.data, batch_size=recipe.evaluate.batch_size,
-                              cased=recipe.evaluate.cased, output=output_dir / "results.json",
+                              cased=recipe.evaluate.cased, num_beams=recipe.evaluate.num_beams,
+                              max_samples=recipe.evaluate.max_samples, output=output_dir / "results.json",
                               normalization=recipe.evaluate.normalization)
     eval_time = time.time() - start
 
@@ -73,6 +74,7 @@ def run_quickstart(config: str | Path, overrides: list[str] | None = None, num_s
         "train_time_s": round(train_time, 1),
         "eval_time_s": round(eval_time, 1),
         "test_set": headline,
+        "num_beams": recipe.evaluate.num_beams,
         "test_accuracy": test.accuracy,
         "test_sets": {name: {"accuracy": r.accuracy, "one_minus_ned": r.one_minus_ned} for name, r in results.items()},
         "test_one_minus_ned": test.one_minus_ned,

@@ -293,6 +293,31 @@ def test_quickstart_runs_the_models_recipe_or_the_one_named_by_config(monkeypatc
         train_ocr.main(["quickstart", "--config", "no_such_recipe"])
 
 
+
+def test_quickstart_scores_the_test_sets_with_the_recipes_evaluation_settings(monkeypatch, tmp_path, capsys):
+    """The job's test table decodes as the recipe's `evaluate` section says (the 2-hour recipe uses beam search):
+    beam width and sample cap reach the evaluation, and the summary records the beam width."""
+    from types import SimpleNamespace
+
+    from scene_text_training import quickstart
+
+    seen = {}
+
+    def fake_evaluate(model_dir, data, **kwargs):
+        seen.update(kwargs)
+        return {"unseen_fonts_clean": SimpleNamespace(accuracy=0.5, one_minus_ned=0.75, num_samples=4)}, ""
+
+    monkeypatch.setattr(quickstart, "run_finetune", lambda recipe: SimpleNamespace(global_step=2))
+    monkeypatch.setattr(quickstart, "run_evaluate", fake_evaluate)
+    monkeypatch.setattr(quickstart, "discover_benchmarks", lambda data: {"unseen_fonts_clean": tmp_path})
+    monkeypatch.setattr(quickstart, "export_samples", lambda *args, **kwargs: [])
+    monkeypatch.setattr(quickstart, "read_with_pipeline", lambda *args: [])
+    summary = quickstart.run_quickstart(REPO / "configs" / "synth_dig_small_cpu.yaml", [
+        f"train.output_dir={tmp_path / 'run'}", f"evaluate.data={tmp_path}", "evaluate.max_samples=4"])
+    assert seen["num_beams"] == load_recipe(REPO / "configs" / "synth_dig_small_cpu.yaml").evaluate.num_beams == 5
+    assert seen["max_samples"] == 4
+    assert summary["num_beams"] == 5 and summary["test_accuracy"] == 0.5
+
 def test_pretrain_dispatches_to_training_pretrain(monkeypatch, tmp_path):
     from scene_text_training import pretrain
     from scene_text_training.recipes import Recipe
