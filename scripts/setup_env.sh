@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) a virtual environment and installs the library with its dev extra. Idempotent.
 #   bash scripts/setup_env.sh            # .venv: exactly the versions in uv.lock (what CI proved)
-#   bash scripts/setup_env.sh newest     # .venv-newest: the newest versions pyproject's ranges allow today
-#   bash scripts/setup_env.sh oldest     # .venv-oldest: the lowest version of each direct dependency's range
+#   bash scripts/setup_env.sh newest     # .venv-newest: locks/requirements-newest.txt (the top of pyproject's ranges)
+#   bash scripts/setup_env.sh oldest     # .venv-oldest: locks/requirements-oldest.txt (each direct dependency's floor)
 # (newest/oldest: installed exactly from the committed locks/requirements-<kind>.txt; bash scripts/refresh_locks.sh
 #  re-resolves them against today's index, which is how a new release gets tested: commit the result when green)
 # uv itself (pinned below) is installed into .tools/ with pip when it is not there yet.

@@ -80,3 +80,33 @@ def test_newest_and_oldest_environments_install_from_committed_locks():
             from packaging.requirements import Requirement
 
             assert Requirement(requirement).specifier.contains(pins[name], prereleases=True), (kind, requirement, pins[name])
+
+
+def test_transformers_test_sources_are_fetched_by_url_and_sha256_never_resolved(tmp_path, monkeypatch):
+    """The common-test helper takes transformers' sdist from an index's simple page and checks its sha256: no
+    `pip download` (which would install the sdist's build requirements at the day's versions), no partial file."""
+    import hashlib
+
+    import transformers_common
+
+    index = tmp_path / "index"
+    (index / "transformers").mkdir(parents=True)
+    (index / "files").mkdir()
+    payload = b"not really a tarball"
+    (index / "files" / "transformers-9.9.9.tar.gz").write_bytes(payload)
+
+    def publish(digest):
+        (index / "transformers" / "index.html").write_text(
+            f'<a href="../files/transformers-9.9.9.tar.gz#sha256={digest}">transformers-9.9.9.tar.gz</a>')
+
+    monkeypatch.setattr(transformers_common, "_index_urls", lambda: [index.as_uri()])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    publish("0" * 64)
+    with pytest.raises(RuntimeError, match="sha256 differs"):
+        transformers_common._download_sdist("9.9.9", cache)
+    assert list(cache.iterdir()) == []
+    publish(hashlib.sha256(payload).hexdigest())
+    got = transformers_common._download_sdist("9.9.9", cache)
+    assert got.read_bytes() == payload and [p.name for p in cache.iterdir()] == ["transformers-9.9.9.tar.gz"]
+    assert "pip" not in open(transformers_common.__file__).read().split("def _download_sdist")[1].split('"""')[2]

@@ -1,7 +1,7 @@
 """transformers' own common model tests (ModelTesterMixin, ConfigTester, ...) for the installed transformers version.
 
 They are not in the wheel; the source distribution of the same version carries `tests/*.py`. This helper downloads
-it once with pip (`pip download --no-deps --no-binary :all: transformers==<installed>`), extracts the top-level
+it once by its URL on the index's simple page (sha256 checked; nothing resolved or built), extracts the top-level
 test modules into a cache as the package `transformers_tests`, and puts the cache on `sys.path`:
 
     from transformers_common import load_common_tests
@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -57,37 +56,58 @@ def cache_dir(version: str = transformers.__version__) -> Path:
     return base / version
 
 
-def _pip_commands() -> list[list[str]]:
-    """pip of this interpreter, else any pip on PATH (uv venvs have none; `pip download` ignores the environment)."""
-    commands = [[sys.executable, "-m", "pip"]]
-    for name in ("pip3", "pip"):
-        found = shutil.which(name)
-        if found:
-            commands.append([found])
-    return commands
+def _index_urls() -> list[str]:
+    """Simple-API indexes to look in: the ones the environment names for pip/uv, then PyPI."""
+    urls = []
+    for name in ("PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX",
+                 "UV_EXTRA_INDEX_URL"):
+        urls += os.environ.get(name, "").split()
+    urls.append("https://pypi.org/simple")
+    return list(dict.fromkeys(url.rstrip("/") for url in urls))
 
 
 def _download_sdist(version: str, into: Path) -> Path:
-    """The sdist `transformers-<version>.tar.gz` in `into`, downloaded with pip when absent."""
+    """The sdist `transformers-<version>.tar.gz` in `into`, fetched from an index's simple page when absent.
+
+    The file is downloaded by its URL and checked against the sha256 the index publishes. Nothing is resolved or
+    built: `pip download --no-binary` would prepare the sdist's metadata, which installs transformers' build
+    requirements at whatever versions the index serves that day."""
+    import hashlib
+    import re
+    import urllib.parse
+    import urllib.request
+
     sdist = into / f"transformers-{version}.tar.gz"
     if sdist.is_file():
         return sdist
+    link = re.compile(r'href="([^"]*/' + re.escape(sdist.name) + r'#sha256=([0-9a-f]{64})[^"]*)"')
     errors = []
-    for pip in _pip_commands():
-        with tempfile.TemporaryDirectory(dir=into) as tmp:
-            result = subprocess.run(
-                [*pip, "download", "--no-deps", "--no-binary", ":all:", f"transformers=={version}", "-d", tmp],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            got = Path(tmp) / sdist.name
-            if result.returncode == 0 and got.is_file():
-                os.replace(got, sdist)  # visible only when complete
-                return sdist
-            errors.append(f"{' '.join(pip)}: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-    raise RuntimeError("; ".join(errors) or "no pip found")
+    for index in _index_urls():
+        page_url = f"{index}/transformers/"
+        try:  # a file:// index is a folder tree whose pages are index.html files
+            fetch = page_url + "index.html" if page_url.startswith("file:") else page_url
+            request = urllib.request.Request(fetch, headers={"Accept": "text/html"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                page = response.read().decode("utf-8", "replace")
+            found = link.search(page)
+            if found is None:
+                errors.append(f"{page_url}: no {sdist.name} with a sha256")
+                continue
+            url = urllib.parse.urljoin(page_url, found.group(1).split("#")[0])
+            with urllib.request.urlopen(url, timeout=600) as response:
+                data = response.read()
+        except OSError as error:
+            errors.append(f"{page_url}: {error}")
+            continue
+        if hashlib.sha256(data).hexdigest() != found.group(2):
+            errors.append(f"{url}: sha256 differs from the index's")
+            continue
+        with tempfile.NamedTemporaryFile(dir=into, suffix=".part", delete=False) as part:
+            part.write(data)
+        os.chmod(part.name, 0o644)
+        os.replace(part.name, sdist)  # visible only when complete
+        return sdist
+    raise RuntimeError("; ".join(errors))
 
 
 def _extract(sdist: Path, version: str, target: Path) -> None:
